@@ -1,0 +1,1 @@
+"""Entry points: the `unlearn` CLI and the benchmark harness."""

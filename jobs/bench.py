@@ -1,0 +1,176 @@
+"""The benchmark: every method against the retrain oracle, per seed, mean +- std.
+
+    unlearn bench --dataset fashion-mnist --forget random:0.1 --methods lur,finetune --seeds 0,1,2 --out out/fm-random
+
+Writes DIR/results.json (schema in DESIGN.md), DIR/report.md (a table) and plots:
+DIR/metrics.png (each metric per method against retrain) and DIR/conflict.png
+(gradient-conflict curves). Original and retrain models are cached in
+$UNLEARN_HOME/models by config hash, so a second run only re-runs the methods.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import TrainConfig
+from pipeline.metrics import METRIC_KEYS
+from pipeline.methods import METHODS, ORACLE
+from pipeline.problem import dump_json, load_method_configs, make_problem, method_config, run_method
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "pipeline" / "configs"
+SCALARS = (*METRIC_KEYS, "gap", "seconds", "time_ratio", "grad_ratio", "sample_grads", "conflict_share", "conflict_mean_cos")
+
+
+def default_config_path(dataset: str) -> Path:
+    name = dataset if not dataset.startswith("parquet:") else "default"
+    path = CONFIG_DIR / f"{name}.yaml"
+    return path if path.exists() else CONFIG_DIR / "default.yaml"
+
+
+def aggregate(per_seed: list[dict[str, Any]], keys) -> dict[str, Any]:
+    """Mean over seeds; with several seeds also std and the per-seed values."""
+    keys = [k for k in keys if all(k in r and r[k] is not None for r in per_seed)]
+    mean = {k: float(np.mean([r[k] for r in per_seed])) for k in keys}
+    if len(per_seed) > 1:
+        mean["std"] = {k: float(np.std([r[k] for r in per_seed], ddof=1)) for k in keys}
+        mean["per_seed"] = [{k: r[k] for k in keys} for r in per_seed]
+    return mean
+
+
+def run_bench(
+    dataset: str,
+    forget_spec: str,
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    home: Path,
+    config_path: Path | None = None,
+    log=print,
+) -> dict[str, Any]:
+    configs = load_method_configs(config_path or default_config_path(dataset))
+    train_cfg = TrainConfig.from_dict(configs["train"], "train section")
+    methods = [m for m in methods if m != ORACLE]  # the oracle always runs
+    ucfgs = {m: method_config(configs, forget_spec, m, 0) for m in methods}  # validate all before any work
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    originals, retrains, runs = [], [], {m: [] for m in methods}
+    curves: dict[str, list] = {m: [] for m in methods}
+    start = time.perf_counter()
+    for seed in seeds:
+        problem = make_problem(dataset, forget_spec, seed, train_cfg, home, log=log)
+        originals.append(problem.original_metrics)
+        retrains.append({**problem.retrain_metrics, "seconds": problem.retrain_cost["seconds"],
+                         "sample_grads": problem.retrain_cost["sample_grads"]})
+        log(f"[seed {seed}] original {fmt(problem.original_metrics)} | retrain {fmt(problem.retrain_metrics)} "
+            f"in {problem.retrain_cost['seconds']:.0f}s")
+        for m in methods:
+            ucfg = method_config(configs, forget_spec, m, seed)
+            r = run_method(problem, ucfg)
+            runs[m].append(r)
+            curves[m].append(r["conflict"])
+            log(f"[seed {seed}] {m:13s} {fmt(r)} gap {r['gap']:.2f}  {r['seconds']:.1f}s "
+                f"({100 * r['time_ratio']:.1f}% of retrain)  conflict share {r['conflict_share']}")
+    results = {
+        "dataset": dataset,
+        "forget": forget_spec,
+        "seeds": seeds,
+        "train_config": train_cfg.to_dict(),
+        "original": aggregate(originals, METRIC_KEYS),
+        "retrain": aggregate(retrains, (*METRIC_KEYS, "seconds", "sample_grads")),
+        "methods": {m: {**aggregate(runs[m], SCALARS), "conflict": curves[m],
+                        "config": ucfgs[m].to_dict()} for m in methods},
+        "wall_seconds": time.perf_counter() - start,
+    }
+    for m in methods:  # the contract's name for the share of conflicting steps
+        results["methods"][m]["conflict_share"] = results["methods"][m].get("conflict_share")
+    dump_json(out / "results.json", results)
+    (out / "report.md").write_text(report(results))
+    plot(results, out)
+    log(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'metrics.png'}, {out / 'conflict.png'}")
+    return results
+
+
+def fmt(m: dict[str, float]) -> str:
+    return " ".join(f"{k} {m[k]:5.1f}" for k in METRIC_KEYS)
+
+
+def _pm(block: dict, key: str, digits: int = 2) -> str:
+    v = block.get(key)
+    if v is None:
+        return "-"
+    s = f"{v:.{digits}f}"
+    if "std" in block and key in block["std"]:
+        s += f" ± {block['std'][key]:.{digits}f}"
+    return s
+
+
+def report(results: dict[str, Any]) -> str:
+    seeds = results["seeds"]
+    lines = [
+        f"# {results['dataset']}, forget {results['forget']}, seeds {','.join(map(str, seeds))}",
+        "",
+        "Mean ± std over seeds. Gap = mean |method − retrain| over UA, RA, TA, MIA (lower is better).",
+        "Time % = method wall seconds / retrain wall seconds, measured in the same run.",
+        "",
+        "| method | UA | RA | TA | MIA | Avg.Gap | seconds | time % | conflict share |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("original", "retrain"):
+        b = results[name]
+        lines.append(f"| {name} | " + " | ".join(_pm(b, k) for k in METRIC_KEYS)
+                     + f" | 0 | {_pm(b, 'seconds', 1) if name == 'retrain' else '-'} | {'100' if name == 'retrain' else '-'} | - |")
+    best = min(results["methods"], key=lambda m: results["methods"][m]["gap"], default=None)
+    for m, b in results["methods"].items():
+        gap = _pm(b, "gap")
+        lines.append(f"| {m} | " + " | ".join(_pm(b, k) for k in METRIC_KEYS)
+                     + f" | {'**' + gap + '**' if m == best else gap} | {_pm(b, 'seconds', 1)} | "
+                     f"{100 * b['time_ratio']:.1f} | {_pm(b, 'conflict_share')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(results["methods"])
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    for ax, key in zip(axes, METRIC_KEYS):
+        vals = [results["methods"][m][key] for m in methods]
+        errs = [results["methods"][m].get("std", {}).get(key, 0.0) for m in methods]
+        ax.bar(methods, vals, yerr=errs, color="tab:blue", alpha=0.8)
+        ax.axhline(results["retrain"][key], color="tab:red", ls="--", label="retrain")
+        ax.set_title(key)
+        ax.tick_params(axis="x", rotation=60)
+    axes[0].legend()
+    fig.suptitle(f"{results['dataset']} · forget {results['forget']} · metrics vs retrain (dashed)")
+    fig.tight_layout()
+    fig.savefig(out / "metrics.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for m in methods:
+        curve = results["methods"][m]["conflict"][0]  # first seed
+        if curve:
+            steps, cos = zip(*curve)
+            ax.plot(steps, cos, label=m, lw=2.2 if m == "lur" else 1.2)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cos(∇L_u, ∇L_r)")
+    ax.set_title("Gradient conflict during unlearning (below 0: forget and retain fight)")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "conflict.png", dpi=110)
+    plt.close(fig)
+
+
+def parse_methods(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if text.strip() == "all":
+        names = [m for m in METHODS if m != ORACLE]
+    return names

@@ -1,0 +1,111 @@
+"""The `unlearn` command line.
+
+    unlearn bench --dataset digits --forget random:0.1 --methods all --out out/digits
+    unlearn tune  --dataset fashion-mnist --forget class:3 --holdout 3000 --subsample 20000 --out out/tune
+
+Every subcommand has --help. `$UNLEARN_HOME` (default ./.unlearn) holds the sample
+store and cached models. A user mistake ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pipeline.errors import UserError
+
+
+def home() -> Path:
+    return Path(os.environ.get("UNLEARN_HOME", "./.unlearn"))
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: give integers separated by commas, e.g. 0,1,2") from None
+    if not seeds:
+        raise UserError("--seeds is empty")
+    return seeds
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from jobs.bench import parse_methods, run_bench
+
+    methods = parse_methods(args.methods)
+    if not methods:
+        raise UserError("--methods is empty: name methods like lur,finetune or say all")
+    from pipeline.methods import METHODS
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise UserError(f"unknown methods {unknown}; choose from {', '.join(METHODS)} or all")
+    run_bench(args.dataset, args.forget, methods, parse_seeds(args.seeds), Path(args.out), home(),
+              Path(args.config) if args.config else None)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from jobs.bench import CONFIG_DIR, default_config_path, parse_methods
+    from jobs.tune import run_tune
+
+    config = Path(args.config) if args.config else default_config_path(args.dataset)
+    grid = Path(args.grid) if args.grid else CONFIG_DIR / f"{config.stem}-grid.yaml"
+    run_tune(args.dataset, args.forget, parse_methods(args.methods), Path(args.out), home(), config, grid,
+             args.holdout, args.subsample, args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="unlearn",
+        description="Make a trained model forget: LUR and the field's baselines, benchmarked against retraining.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("bench", help="run methods against the retrain oracle and write results.json, report.md, plots",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Train (or reuse) the original model and the retrain oracle, run each method, "
+                                   "and compare UA/RA/TA/MIA, Avg.Gap and cost against retraining.")
+    b.add_argument("--dataset", required=True, help="fashion-mnist, digits or parquet:DIR")
+    b.add_argument("--forget", default="random:0.1", help="forget set: random:FRACTION, class:K, samples:IDS, subjects:IDS")
+    b.add_argument("--methods", default="all", help="comma-separated method names, or all")
+    b.add_argument("--seeds", default="0", help="comma-separated seeds; several give mean ± std")
+    b.add_argument("--out", required=True, help="output directory")
+    b.add_argument("--config", default=None, help="method/train config YAML (default: the shipped one for the dataset)")
+    b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("tune", help="grid-search each method's hyper-parameters on a validation split",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Run every method over the same-sized grid on a validation split carved from "
+                                   "train (never the test set); print and save the winners.")
+    t.add_argument("--dataset", required=True, help="fashion-mnist, digits or parquet:DIR")
+    t.add_argument("--forget", default="random:0.1", help="forget spec, as for bench")
+    t.add_argument("--methods", default="all", help="comma-separated method names, or all")
+    t.add_argument("--holdout", type=int, default=3000, help="train samples set aside as the validation split")
+    t.add_argument("--subsample", type=int, default=0, help="use this many train samples (0 = all)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the validation problem")
+    t.add_argument("--out", required=True, help="output directory (tune.json)")
+    t.add_argument("--config", default=None, help="base config YAML (default: the shipped one for the dataset)")
+    t.add_argument("--grid", default=None, help="grid YAML (default: <config>-grid.yaml beside the config)")
+    t.set_defaults(func=cmd_tune)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"unlearn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

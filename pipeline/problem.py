@@ -1,0 +1,169 @@
+"""An unlearning problem: data split into forget/retain/test, the original model and the
+retrain oracle, both cached on disk by config hash so repeated runs reuse them.
+
+Used by the benchmark and by tuning. Tuning passes `holdout`: that many train samples
+are set aside as the validation split and take the test set's place, so no
+hyper-parameter is ever chosen by looking at the test set.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.config import TrainConfig, UnlearnConfig
+from pipeline.datasets import Split, read_dataset, read_store, select_forget, write_store
+from pipeline.errors import UserError
+from pipeline.metrics import avg_gap, evaluate
+from pipeline.methods import build_method
+from pipeline.models import build_model, config_hash, load_checkpoint, save_checkpoint
+from pipeline.train import fit, to_tensors
+from pipeline.unlearn import unlearn
+
+HOLDOUT_SEED = 20251  # fixed, so every seed tunes against the same validation split
+
+
+def load_store(dataset: str, home: Path) -> tuple[Split, Split]:
+    """Read the dataset through the Parquet sample store, ingesting it on first use."""
+    if dataset.startswith("parquet:"):
+        return read_store(Path(dataset.split(":", 1)[1]))
+    directory = Path(home) / "datasets" / dataset
+    if not (directory / "train.parquet").exists():
+        train, test = read_dataset(dataset)
+        write_store(directory, train, test)
+    return read_store(directory)
+
+
+@dataclass
+class Problem:
+    dataset: str
+    forget_spec: str
+    seed: int
+    train_cfg: TrainConfig
+    forget: tuple[torch.Tensor, torch.Tensor]
+    retain: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    original: nn.Module
+    original_metrics: dict[str, float]
+    original_cost: dict[str, Any]
+    retrain_metrics: dict[str, float]
+    retrain_cost: dict[str, Any]
+    num_classes: int
+
+    def fresh_original(self) -> nn.Module:
+        return copy.deepcopy(self.original)
+
+
+def _cached_fit(cache: Path, card: dict, x, y, cfg: TrainConfig, desc: str) -> tuple[nn.Module, dict]:
+    """Train once per config hash; later runs load the safetensors checkpoint."""
+    key = config_hash(card)
+    directory = cache / f"{desc}-{key}"
+    if (directory / "model.json").exists():
+        model, saved = load_checkpoint(directory)
+        return model.eval(), saved["cost"]
+    torch.manual_seed(cfg.seed)
+    model = build_model(card["arch"], tuple(card["input_shape"]), card["num_classes"], **card["model_kwargs"])
+    cost = fit(model, x, y, cfg, desc=desc)
+    save_checkpoint(directory, model, {**card, "config_hash": key, "cost": cost})
+    return model.eval(), cost
+
+
+def make_problem(
+    dataset: str,
+    forget_spec: str,
+    seed: int,
+    train_cfg: TrainConfig,
+    home: Path,
+    holdout: int = 0,
+    subsample: int = 0,
+    log=print,
+) -> Problem:
+    train, test = load_store(dataset, home)
+    if subsample:
+        if subsample >= len(train):
+            raise UserError(f"--subsample {subsample} is not smaller than the train set ({len(train)})")
+        train = train.subset(np.sort(np.random.default_rng(HOLDOUT_SEED + 1).choice(len(train), subsample, replace=False)))
+    if holdout:
+        if not 0 < holdout < len(train) // 2:
+            raise UserError(f"--holdout {holdout} must be positive and under half the train set ({len(train)})")
+        idx = np.random.default_rng(HOLDOUT_SEED).permutation(len(train))
+        test, train = train.subset(np.sort(idx[:holdout])), train.subset(np.sort(idx[holdout:]))
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    mask = select_forget(forget_spec, train, seed)
+    x, y = to_tensors(train)
+    forget, retain, test_t = (x[mask], y[mask]), (x[~mask], y[~mask]), to_tensors(test)
+
+    cfg = TrainConfig.from_dict({**train_cfg.to_dict(), "seed": seed})
+    card = {
+        "arch": cfg.arch,
+        "model_kwargs": cfg.model_kwargs,
+        "input_shape": list(train.shape),
+        "num_classes": num_classes,
+        "dataset": dataset,
+        "train_config": cfg.to_dict(),
+        "holdout": holdout,
+        "subsample": subsample,
+    }
+    cache = Path(home) / "models"
+    log(f"[seed {seed}] original model: {cfg.arch}, {cfg.epochs} epochs on {len(y)} samples")
+    original, original_cost = _cached_fit(cache, card, x, y, cfg, "original")
+    log(f"[seed {seed}] retrain oracle on {len(retain[1])} retain samples ({forget_spec} forgets {len(forget[1])})")
+    retrain_card = {**card, "forget": forget_spec, "retain_ids_hash": config_hash(train.sample_ids[~mask].tolist())}
+    retrained, retrain_cost = _cached_fit(cache, retrain_card, retain[0], retain[1], cfg, "retrain")
+    return Problem(
+        dataset, forget_spec, seed, cfg, forget, retain, test_t,
+        original, evaluate(original, forget, retain, test_t, seed=seed), original_cost,
+        evaluate(retrained, forget, retain, test_t, seed=seed), retrain_cost, num_classes,
+    )
+
+
+def run_method(problem: Problem, ucfg: UnlearnConfig) -> dict[str, Any]:
+    """Unlearn a copy of the original with one method; metrics, gap and cost vs retrain."""
+    model = problem.fresh_original()
+    method = build_method(ucfg.method, **ucfg.method_kwargs)
+    result = unlearn(model, problem.forget, problem.retain, ucfg, method=method, desc=ucfg.method)
+    t = time.perf_counter()
+    metrics = evaluate(model, problem.forget, problem.retain, problem.test, seed=problem.seed)
+    out = {**metrics, "gap": avg_gap(metrics, problem.retrain_metrics)}
+    out.update(result.summary())
+    out["time_ratio"] = result.seconds / problem.retrain_cost["seconds"]
+    out["grad_ratio"] = result.sample_grads / problem.retrain_cost["sample_grads"]
+    out["conflict"] = result.conflict
+    out["eval_seconds"] = time.perf_counter() - t
+    return out
+
+
+def load_method_configs(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file {path} not found") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path} is not valid YAML: {e}") from None
+
+
+def scenario_of(forget_spec: str) -> str:
+    """Configs are tuned per scenario: class-wise and random forgetting want different settings."""
+    return "class" if forget_spec.startswith("class:") else "random"
+
+
+def method_config(configs: dict[str, Any], forget_spec: str, method: str, seed: int) -> UnlearnConfig:
+    section = configs.get(scenario_of(forget_spec), {})
+    if method not in section:
+        raise UserError(f"no config for method {method!r} in scenario {scenario_of(forget_spec)!r}")
+    data = {k: v for k, v in section[method].items() if not k.startswith("_")}
+    return UnlearnConfig.from_dict({**data, "method": method, "seed": seed}, f"{method} config")
+
+
+def dump_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=float))

@@ -1,0 +1,1 @@
+"""Ray Serve: the served champion, hot swap and deletion intake (see the serving issue)."""
