@@ -38,21 +38,25 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    """Two conv blocks (conv-BN-ReLU-pool) and a linear head; 28x28 or 8x8 inputs."""
+    """Two conv blocks (conv-BN-ReLU-pool) and a two-layer head; 28x28 or 8x8 inputs.
 
-    def __init__(self, in_channels: int, num_classes: int, channels: tuple[int, int] = (32, 64), hidden: int = 128):
+    The head sees the whole (H/4 x W/4) feature map: with that much capacity and no
+    weight decay the model memorises its train set, as the field's originals do.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: tuple[int, int] = (28, 28),
+                 channels: tuple[int, int] = (32, 64), hidden: int = 128):
         super().__init__()
         c1, c2 = channels
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(), nn.MaxPool2d(2),
         )
-        # Adaptive pooling keeps the head size independent of the input size (28 or 8 px).
-        self.pool = nn.AdaptiveAvgPool2d(4)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c2 * 16, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        flat = c2 * (image_size[0] // 4) * (image_size[1] // 4)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.features(x)))
+        return self.head(self.features(x))
 
 
 class BasicBlock(nn.Module):
@@ -104,8 +108,12 @@ def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int, **kwa
         return MLP(in_features, num_classes, **kwargs)
     if len(input_shape) != 3:
         raise UserError(f"{arch} needs image inputs (C, H, W); this data has shape {tuple(input_shape)}: use --arch mlp")
-    if "channels" in kwargs:
-        kwargs["channels"] = tuple(kwargs["channels"])
+    if arch == "cnn":
+        if input_shape[1] < 4 or input_shape[2] < 4:
+            raise UserError(f"cnn needs images of at least 4x4 pixels, not {tuple(input_shape[1:])}")
+        kwargs = {**kwargs, "image_size": tuple(input_shape[1:])}
+        if "channels" in kwargs:
+            kwargs["channels"] = tuple(kwargs["channels"])
     return ARCHITECTURES[arch](input_shape[0], num_classes, **kwargs)
 
 

@@ -79,7 +79,8 @@ class LUR(MethodBase):
         params = [p for p in model.parameters() if p.requires_grad]
         xr, yr = retain
         retain_loss = F.cross_entropy(model(xr), yr)
-        grads = torch.autograd.grad(retain_loss, params, create_graph=self.order == "second")
+        # retain_graph: J below backpropagates through retain_loss once more.
+        grads = torch.autograd.grad(retain_loss, params, create_graph=self.order == "second", retain_graph=True)
         if self.order == "first":
             grads = [g.detach() for g in grads]
         fast = {n: p - self.alpha * g for n, p, g in zip(names, params, grads)}
