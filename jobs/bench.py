@@ -63,7 +63,7 @@ def run_bench(
     for seed in seeds:
         problem = make_problem(dataset, forget_spec, seed, train_cfg, home, log=log)
         originals.append(problem.original_metrics)
-        retrains.append({**problem.retrain_metrics, "seconds": problem.retrain_cost["seconds"],
+        retrains.append({**problem.retrain_metrics, "seed": seed, "seconds": problem.retrain_cost["seconds"],
                          "sample_grads": problem.retrain_cost["sample_grads"]})
         log(f"[seed {seed}] original {fmt(problem.original_metrics)} | retrain {fmt(problem.retrain_metrics)} "
             f"in {problem.retrain_cost['seconds']:.0f}s")
@@ -74,23 +74,30 @@ def run_bench(
             curves[m].append(r["conflict"])
             log(f"[seed {seed}] {m:13s} {fmt(r)} gap {r['gap']:.2f}  {r['seconds']:.1f}s "
                 f"({100 * r['time_ratio']:.1f}% of retrain)  conflict share {r['conflict_share']}")
+            # Results are rewritten after every method: a run stopped midway keeps what it measured.
+            write_results(out, dataset, forget_spec, train_cfg, originals, retrains, runs, curves, ucfgs, start)
+    return write_results(out, dataset, forget_spec, train_cfg, originals, retrains, runs, curves, ucfgs, start, final=True)
+
+
+def write_results(out, dataset, forget_spec, train_cfg, originals, retrains, runs, curves, ucfgs, start, final=False):
+    done = {m: r for m, r in runs.items() if r}  # partial runs: each method over the seeds it finished
     results = {
         "dataset": dataset,
         "forget": forget_spec,
-        "seeds": seeds,
+        "seeds": [r["seed"] for r in retrains],
+        "complete": final,
         "train_config": train_cfg.to_dict(),
         "original": aggregate(originals, METRIC_KEYS),
         "retrain": aggregate(retrains, (*METRIC_KEYS, "seconds", "sample_grads")),
-        "methods": {m: {**aggregate(runs[m], SCALARS), "conflict": curves[m],
-                        "config": ucfgs[m].to_dict()} for m in methods},
+        "methods": {m: {**aggregate(r, SCALARS), "n_seeds": len(r), "conflict": curves[m], "config": ucfgs[m].to_dict()}
+                    for m, r in done.items()},
         "wall_seconds": time.perf_counter() - start,
     }
-    for m in methods:  # the contract's name for the share of conflicting steps
-        results["methods"][m]["conflict_share"] = results["methods"][m].get("conflict_share")
     dump_json(out / "results.json", results)
     (out / "report.md").write_text(report(results))
-    plot(results, out)
-    log(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'metrics.png'}, {out / 'conflict.png'}")
+    if final:
+        plot(results, out)
+        print(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'metrics.png'}, {out / 'conflict.png'}")
     return results
 
 

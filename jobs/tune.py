@@ -40,11 +40,11 @@ def grid_points(base: UnlearnConfig, grid: dict[str, list]) -> list[UnlearnConfi
 
 def run_tune(dataset: str, forget_spec: str, methods: list[str], out: Path, home: Path, config_path: Path,
              grid_path: Path, holdout: int, subsample: int, seed: int = 0, log=print) -> dict[str, Any]:
+    if holdout <= 0:
+        raise UserError("tuning needs --holdout N > 0: a validation split carved from train, never the test set")
     configs = load_method_configs(config_path)
     grids = load_method_configs(grid_path).get(scenario_of(forget_spec), {})
     train_cfg = TrainConfig.from_dict(configs["train"], "train section")
-    if not holdout:
-        raise UserError("tuning needs --holdout N: a validation split carved from train, never the test set")
     plan = {m: grid_points(method_config(configs, forget_spec, m, seed), grids.get(m, {})) for m in methods}
     problem = make_problem(dataset, forget_spec, seed, train_cfg, home, holdout=holdout, subsample=subsample, log=log)
     log(f"validation problem: retrain {problem.retrain_metrics}")

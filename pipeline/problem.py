@@ -9,7 +9,10 @@ hyper-parameter is ever chosen by looking at the test set.
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,14 +69,23 @@ def _cached_fit(cache: Path, card: dict, x, y, cfg: TrainConfig, desc: str) -> t
     """Train once per config hash; later runs load the safetensors checkpoint."""
     key = config_hash(card)
     directory = cache / f"{desc}-{key}"
-    if (directory / "model.json").exists():
-        model, saved = load_checkpoint(directory)
-        return model.eval(), saved["cost"]
-    torch.manual_seed(cfg.seed)
-    model = build_model(card["arch"], tuple(card["input_shape"]), card["num_classes"], **card["model_kwargs"])
-    cost = fit(model, x, y, cfg, desc=desc)
-    save_checkpoint(directory, model, {**card, "config_hash": key, "cost": cost})
-    return model.eval(), cost
+    cache.mkdir(parents=True, exist_ok=True)
+    # Benchmarks of two forget specs share the original: an exclusive lock per key
+    # makes a second process wait and then load instead of training it twice.
+    with open(cache / f".{desc}-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (directory / "model.json").exists():
+            model, saved = load_checkpoint(directory)
+            return model.eval(), saved["cost"]
+        torch.manual_seed(cfg.seed)
+        model = build_model(card["arch"], tuple(card["input_shape"]), card["num_classes"], **card["model_kwargs"])
+        cost = fit(model, x, y, cfg, desc=desc)
+        # Write beside, then rename: a crash never leaves a half checkpoint in the cache.
+        tmp = cache / f".tmp-{desc}-{key}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_checkpoint(tmp, model, {**card, "config_hash": key, "cost": cost})
+        os.replace(tmp, directory)
+        return model.eval(), cost
 
 
 def make_problem(
