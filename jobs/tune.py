@@ -45,6 +45,7 @@ def run_tune(dataset: str, forget_spec: str, methods: list[str], out: Path, home
     configs = load_method_configs(config_path)
     grids = load_method_configs(grid_path).get(scenario_of(forget_spec), {})
     train_cfg = TrainConfig.from_dict(configs["train"], "train section")
+    Path(out).mkdir(parents=True, exist_ok=True)
     plan = {m: grid_points(method_config(configs, forget_spec, m, seed), grids.get(m, {})) for m in methods}
     problem = make_problem(dataset, forget_spec, seed, train_cfg, home, holdout=holdout, subsample=subsample, log=log)
     log(f"validation problem: retrain {problem.retrain_metrics}")
