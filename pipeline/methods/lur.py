@@ -79,8 +79,8 @@ class LUR(MethodBase):
         params = [p for p in model.parameters() if p.requires_grad]
         xr, yr = retain
         retain_loss = F.cross_entropy(model(xr), yr)
-        # retain_graph: J below backpropagates through retain_loss once more.
-        grads = torch.autograd.grad(retain_loss, params, create_graph=self.order == "second", retain_graph=True)
+        # Second order keeps the graph: J is differentiated through this inner step.
+        grads = torch.autograd.grad(retain_loss, params, create_graph=self.order == "second")
         if self.order == "first":
             grads = [g.detach() for g in grads]
         fast = {n: p - self.alpha * g for n, p, g in zip(names, params, grads)}
@@ -88,7 +88,14 @@ class LUR(MethodBase):
         # lookahead forward updates them like any other training forward would.
         fast.update(dict(model.named_buffers()))
         unlearn = self._unlearning_loss_at(model, fast, forget)
-        loss = self.w_r * retain_loss + self.w_u * unlearn
+        if self.order == "second":
+            loss = self.w_r * retain_loss + self.w_u * unlearn
+        else:
+            # First order: dJ/dtheta = w_r g + w_u grad L_u(theta'). We already hold g, so
+            # <g, theta> stands in for L_r (same gradient) instead of a second backward
+            # through the retain batch; `loss` keeps J's value for logging.
+            surrogate = sum((g * p).sum() for g, p in zip(grads, params))
+            loss = self.w_r * (surrogate - surrogate.detach() + retain_loss.detach()) + self.w_u * unlearn
         # second order: retain grads once for the inner step, once more for the
         # Hessian-vector product when the outer loss is differentiated through it.
         n_grads = len(yr) * (2 if self.order == "second" else 1) + len(forget[1])
