@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import TrainConfig
+from pipeline.errors import UserError
 from pipeline.metrics import METRIC_KEYS
 from pipeline.methods import METHODS, ORACLE
 from pipeline.problem import dump_json, load_method_configs, make_problem, method_config, run_method
@@ -52,6 +53,8 @@ def run_bench(
     log=print,
 ) -> dict[str, Any]:
     configs = load_method_configs(config_path or default_config_path(dataset))
+    if not isinstance(configs.get("train"), dict):
+        raise UserError(f"{config_path or default_config_path(dataset)}: missing the 'train' section")
     train_cfg = TrainConfig.from_dict(configs["train"], "train section")
     methods = [m for m in methods if m != ORACLE]  # the oracle always runs
     ucfgs = {m: method_config(configs, forget_spec, m, 0) for m in methods}  # validate all before any work

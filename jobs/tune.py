@@ -25,6 +25,9 @@ from pipeline.problem import dump_json, load_method_configs, make_problem, metho
 def grid_points(base: UnlearnConfig, grid: dict[str, list]) -> list[UnlearnConfig]:
     """Cartesian product of the grid over a base config; `method_kwargs.x` keys reach into the method."""
     keys = list(grid)
+    empty = [k for k in keys if not isinstance(grid[k], list) or not grid[k]]
+    if empty:
+        raise UserError(f"grid keys {empty} need a non-empty list of values")
     points = []
     for values in itertools.product(*(grid[k] for k in keys)):
         data = base.to_dict()
@@ -44,6 +47,8 @@ def run_tune(dataset: str, forget_spec: str, methods: list[str], out: Path, home
         raise UserError("tuning needs --holdout N > 0: a validation split carved from train, never the test set")
     configs = load_method_configs(config_path)
     grids = load_method_configs(grid_path).get(scenario_of(forget_spec), {})
+    if not isinstance(configs.get("train"), dict):
+        raise UserError(f"{config_path}: missing the 'train' section")
     train_cfg = TrainConfig.from_dict(configs["train"], "train section")
     Path(out).mkdir(parents=True, exist_ok=True)
     plan = {m: grid_points(method_config(configs, forget_spec, m, seed), grids.get(m, {})) for m in methods}

@@ -13,11 +13,20 @@ from pipeline.errors import UserError
 
 
 def _from_dict(cls, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
     known = {f.name for f in fields(cls)}
     unknown = set(data) - known
     if unknown:
         raise UserError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
-    return cls(**data)
+    cfg = cls(**data)
+    # YAML/JSON give untyped values: check them against the dataclass defaults' types.
+    for f in fields(cls):
+        value, default = getattr(cfg, f.name), getattr(cls(), f.name)
+        ok = isinstance(value, type(default)) or (isinstance(default, float) and isinstance(value, int))
+        if not ok or isinstance(value, bool) != isinstance(default, bool):
+            raise UserError(f"{where}: {f.name} should be {type(default).__name__}, got {value!r}")
+    return cfg
 
 
 @dataclass
@@ -29,7 +38,7 @@ class TrainConfig:
     """
 
     arch: str = "cnn"
-    model_kwargs: dict[str, Any] = field(default_factory=lambda: {"channels": [32, 64]})
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
     epochs: int = 16
     batch_size: int = 128
     lr: float = 0.05  # peak of the one-cycle schedule (SGD, momentum 0.9)

@@ -34,7 +34,8 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def true_class_confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    return torch.softmax(logits.float(), 1).gather(1, labels[:, None]).squeeze(1).numpy()
+    conf = torch.softmax(logits.float(), 1).gather(1, labels[:, None]).squeeze(1).numpy()
+    return np.nan_to_num(conf, nan=0.0)  # a diverged model (NaN logits) is scored, not crashed on
 
 
 def mia_efficacy(

@@ -101,6 +101,13 @@ def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int, **kwa
     """Build an architecture by name; the input shape decides in_features/in_channels."""
     if arch not in ARCHITECTURES:
         raise UserError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    try:
+        return _build(arch, input_shape, num_classes, **kwargs)
+    except TypeError as e:  # a typo in model_kwargs
+        raise UserError(f"{arch}: bad model_kwargs {kwargs} ({e})") from None
+
+
+def _build(arch: str, input_shape: tuple[int, ...], num_classes: int, **kwargs: Any) -> nn.Module:
     if arch == "mlp":
         in_features = 1
         for s in input_shape:

@@ -99,6 +99,8 @@ def make_problem(
     log=print,
 ) -> Problem:
     train, test = load_store(dataset, home)
+    if subsample < 0 or holdout < 0 or seed < 0:
+        raise UserError("--subsample, --holdout and seeds must not be negative")
     if subsample:
         if subsample >= len(train):
             raise UserError(f"--subsample {subsample} is not smaller than the train set ({len(train)})")
@@ -110,6 +112,10 @@ def make_problem(
         test, train = train.subset(np.sort(idx[:holdout])), train.subset(np.sort(idx[holdout:]))
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     mask = select_forget(forget_spec, train, seed)
+    if forget_spec.startswith("class:"):
+        # Class-wise forgetting: TA and the MIA's non-members use the remaining classes,
+        # as the field's reference code does (Unlearn-Sparse, SalUn).
+        test = test.subset(test.labels != int(forget_spec.split(":", 1)[1]))
     x, y = to_tensors(train)
     forget, retain, test_t = (x[mask], y[mask]), (x[~mask], y[~mask]), to_tensors(test)
 
@@ -157,7 +163,10 @@ def load_method_configs(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        return yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: expected a mapping with a 'train' section and one section per scenario")
+        return data
     except FileNotFoundError:
         raise UserError(f"config file {path} not found") from None
     except yaml.YAMLError as e:

@@ -63,7 +63,10 @@ def gradient_conflict(model: nn.Module, method, forget: Batch, retain: Batch) ->
     was_training = model.training
     model.eval()
     params = [p for p in model.parameters() if p.requires_grad]
-    g_u = torch.autograd.grad(method.unlearning_loss(model, forget), params, allow_unused=True)
+    # Random-label losses draw from the global RNG: fork it, so that logging telemetry
+    # never changes the training trajectory.
+    with torch.random.fork_rng(devices=[]):
+        g_u = torch.autograd.grad(method.unlearning_loss(model, forget), params, allow_unused=True)
     g_r = torch.autograd.grad(ce(model, retain), params, allow_unused=True)
     model.train(was_training)
     flat = lambda gs: torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(gs, params)])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.datasets.readers import SAMPLES_PER_SUBJECT, Split
@@ -81,7 +82,7 @@ def table_to_split(table: pa.Table, where: str) -> Split:
     feats = table.column("features").combine_chunks()
     if feats.null_count:
         raise UserError(f"{where}: {feats.null_count} rows have null features")
-    lengths = np.asarray(pa.compute.list_value_length(feats))
+    lengths = np.asarray(pc.list_value_length(feats))
     if lengths.min() != lengths.max():
         raise UserError(f"{where}: rows have different feature lengths ({lengths.min()}..{lengths.max()})")
     d = int(lengths[0])

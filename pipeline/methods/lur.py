@@ -111,13 +111,15 @@ def reinit_salient(model: nn.Module, forget, fraction: float, layers: int) -> in
     saliency = [(m.weight, (m.weight.detach() * by_param[id(m.weight)]).abs()) for m in modules]
     flat = torch.cat([s.flatten() for _, s in saliency])
     k = max(1, int(fraction * flat.numel()))
-    threshold = torch.topk(flat, k, sorted=False).values.min()
-    reset = 0
+    chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+    chosen[torch.topk(flat, k, sorted=False).indices] = True
+    reset, i = 0, 0
     with torch.no_grad():
         for m, (w, s) in zip(modules, saliency):
             fresh = copy.deepcopy(m)
             fresh.reset_parameters()
-            mask = s >= threshold
+            mask = chosen[i : i + s.numel()].view_as(s)
+            i += s.numel()
             w[mask] = fresh.weight[mask]
             reset += int(mask.sum())
     return reset

@@ -23,6 +23,11 @@ class SalUn(RandomLabel):
         grads = forget_gradients(model, forget)
         flat = torch.cat([g.abs().flatten() for g in grads.values()])
         k = max(1, int(self.sparsity * flat.numel()))
-        threshold = torch.topk(flat, k, sorted=False).values.min()
-        self.grad_mask = {n: (g.abs() >= threshold).to(g.dtype) for n, g in grads.items()}
+        # Exact top-k indices: a threshold compare would select every weight tied at 0.
+        keep = torch.zeros_like(flat)
+        keep[torch.topk(flat, k, sorted=False).indices] = 1.0
+        self.grad_mask, i = {}, 0
+        for n, g in grads.items():
+            self.grad_mask[n] = keep[i : i + g.numel()].view_as(g)
+            i += g.numel()
         self.prepare_sample_grads = len(forget[1])
