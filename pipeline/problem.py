@@ -88,6 +88,14 @@ def _cached_fit(cache: Path, card: dict, x, y, cfg: TrainConfig, desc: str) -> t
         return model.eval(), cost
 
 
+def test_split_for(forget_spec: str, test: Split) -> Split:
+    """Class-wise forgetting measures TA (and the MIA's non-members) on the remaining
+    classes, as the field's reference code does (Unlearn-Sparse, SalUn)."""
+    if forget_spec.startswith("class:"):
+        return test.subset(test.labels != int(forget_spec.split(":", 1)[1]))
+    return test
+
+
 def make_problem(
     dataset: str,
     forget_spec: str,
@@ -112,10 +120,7 @@ def make_problem(
         test, train = train.subset(np.sort(idx[:holdout])), train.subset(np.sort(idx[holdout:]))
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     mask = select_forget(forget_spec, train, seed)
-    if forget_spec.startswith("class:"):
-        # Class-wise forgetting: TA and the MIA's non-members use the remaining classes,
-        # as the field's reference code does (Unlearn-Sparse, SalUn).
-        test = test.subset(test.labels != int(forget_spec.split(":", 1)[1]))
+    test = test_split_for(forget_spec, test)
     x, y = to_tensors(train)
     forget, retain, test_t = (x[mask], y[mask]), (x[~mask], y[~mask]), to_tensors(test)
 

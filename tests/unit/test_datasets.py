@@ -147,3 +147,11 @@ def test_forget_specs():
 def test_bad_forget_specs(spec, match):
     with pytest.raises(UserError, match=match):
         select_forget(spec, tiny_split(n=30), seed=0)
+
+
+def test_class_forgetting_drops_the_class_from_the_test_split():
+    from pipeline.problem import test_split_for
+
+    test = tiny_split(n=30)
+    assert set(test_split_for("class:2", test).labels) == {0, 1}
+    assert len(test_split_for("random:0.1", test)) == 30

@@ -112,3 +112,25 @@ def test_retain_stream_cycles_and_covers_everything():
     assert len(set(seen.tolist())) == 8  # one pass without repeats
     batches = [stream.next() for _ in range(10)]
     assert all(len(b) == 4 for b in batches)  # never a short or empty batch
+
+
+def test_config_values_are_type_checked():
+    # PyYAML reads "3e-05" (no dot) as a string: that must fail at start-up, not mid-run.
+    with pytest.raises(UserError, match="lr should be float"):
+        UnlearnConfig.from_dict({"lr": "3e-05"})
+    with pytest.raises(UserError, match="epochs should be int"):
+        UnlearnConfig.from_dict({"epochs": 2.5})
+    assert UnlearnConfig.from_dict({"lr": 1}).lr == 1  # an int where a float is expected is fine
+
+
+def test_salun_mask_keeps_exactly_the_requested_share_even_with_zero_gradients():
+    model = MLP(2, 4, hidden=8)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()  # every gradient but the last bias is exactly 0: thresholds would tie
+    x, y = blobs(n_per_class=5)
+    method = build_method("salun", sparsity=0.25)
+    method.prepare(model, (x, y), (x, y))
+    kept = sum(int(m.sum()) for m in method.grad_mask.values())
+    total = sum(m.numel() for m in method.grad_mask.values())
+    assert kept == int(0.25 * total)

@@ -47,3 +47,8 @@ def test_loading_never_unpickles(tmp_path):
 def test_config_hash_is_stable_and_order_free():
     assert config_hash({"a": 1, "b": [1, 2]}) == config_hash({"b": [1, 2], "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_model_kwargs_typo_is_a_user_error():
+    with pytest.raises(UserError, match="bad model_kwargs"):
+        build_model("mlp", (4,), 2, hiden=3)
