@@ -10,6 +10,7 @@ $UNLEARN_HOME/models by config hash, so a second run only re-runs the methods.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 
 from pipeline.config import TrainConfig
 from pipeline.errors import UserError
-from pipeline.metrics import METRIC_KEYS
+from pipeline.metrics import METRIC_KEYS, avg_gap
 from pipeline.methods import METHODS, ORACLE
 from pipeline.problem import dump_json, load_method_configs, make_problem, method_config, run_method
 
@@ -65,7 +66,7 @@ def run_bench(
     start = time.perf_counter()
     for seed in seeds:
         problem = make_problem(dataset, forget_spec, seed, train_cfg, home, log=log)
-        originals.append(problem.original_metrics)
+        originals.append({**problem.original_metrics, "gap": avg_gap(problem.original_metrics, problem.retrain_metrics)})
         retrains.append({**problem.retrain_metrics, "seed": seed, "seconds": problem.retrain_cost["seconds"],
                          "sample_grads": problem.retrain_cost["sample_grads"]})
         log(f"[seed {seed}] original {fmt(problem.original_metrics)} | retrain {fmt(problem.retrain_metrics)} "
@@ -90,7 +91,7 @@ def write_results(out, dataset, forget_spec, train_cfg, originals, retrains, run
         "seeds": [r["seed"] for r in retrains],
         "complete": final,
         "train_config": train_cfg.to_dict(),
-        "original": aggregate(originals, METRIC_KEYS),
+        "original": aggregate(originals, (*METRIC_KEYS, "gap")),
         "retrain": aggregate(retrains, (*METRIC_KEYS, "seconds", "sample_grads")),
         "methods": {m: {**aggregate(r, SCALARS), "n_seeds": len(r), "conflict": curves[m], "config": ucfgs[m].to_dict()}
                     for m, r in done.items()},
@@ -129,10 +130,9 @@ def report(results: dict[str, Any]) -> str:
         "| method | UA | RA | TA | MIA | Avg.Gap | seconds | time % | conflict share |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in ("original", "retrain"):
-        b = results[name]
-        lines.append(f"| {name} | " + " | ".join(_pm(b, k) for k in METRIC_KEYS)
-                     + f" | 0 | {_pm(b, 'seconds', 1) if name == 'retrain' else '-'} | {'100' if name == 'retrain' else '-'} | - |")
+    o, r = results["original"], results["retrain"]
+    lines.append("| original (no unlearning) | " + " | ".join(_pm(o, k) for k in METRIC_KEYS) + f" | {_pm(o, 'gap')} | - | - | - |")
+    lines.append("| retrain (oracle) | " + " | ".join(_pm(r, k) for k in METRIC_KEYS) + f" | 0 | {_pm(r, 'seconds', 1)} | 100 | - |")
     best = min(results["methods"], key=lambda m: results["methods"][m]["gap"], default=None)
     for m, b in results["methods"].items():
         gap = _pm(b, "gap")
@@ -177,6 +177,17 @@ def plot(results: dict[str, Any], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "conflict.png", dpi=110)
     plt.close(fig)
+
+
+def render(out: Path) -> dict[str, Any]:
+    """Re-write report.md and the plots from an existing results.json."""
+    path = Path(out) / "results.json"
+    if not path.exists():
+        raise UserError(f"{path} not found: run `unlearn bench ... --out {out}` first")
+    results = json.loads(path.read_text())
+    (Path(out) / "report.md").write_text(report(results))
+    plot(results, Path(out))
+    return results
 
 
 def parse_methods(text: str) -> list[str]:

@@ -47,6 +47,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from jobs.bench import render
+
+    render(Path(args.out))
+    print(f"wrote {Path(args.out) / 'report.md'} and plots")
+    return 0
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from jobs.bench import CONFIG_DIR, default_config_path, parse_methods
     from jobs.tune import run_tune
@@ -77,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="output directory")
     b.add_argument("--config", default=None, help="method/train config YAML (default: the shipped one for the dataset)")
     b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser("report", help="re-render report.md and plots from a bench results.json",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Re-write DIR/report.md, DIR/metrics.png and DIR/conflict.png from DIR/results.json.")
+    r.add_argument("out", help="a bench output directory")
+    r.set_defaults(func=cmd_report)
 
     t = sub.add_parser("tune", help="grid-search each method's hyper-parameters on a validation split",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -88,6 +89,14 @@ def _cached_fit(cache: Path, card: dict, x, y, cfg: TrainConfig, desc: str) -> t
         return model.eval(), cost
 
 
+def fingerprint(split: Split) -> str:
+    h = hashlib.sha256()
+    h.update("\0".join(split.sample_ids.tolist()).encode())
+    h.update(np.ascontiguousarray(split.labels).tobytes())
+    h.update(np.ascontiguousarray(split.features).tobytes())
+    return h.hexdigest()[:16]
+
+
 def test_split_for(forget_spec: str, test: Split) -> Split:
     """Class-wise forgetting measures TA (and the MIA's non-members) on the remaining
     classes, as the field's reference code does (Unlearn-Sparse, SalUn)."""
@@ -135,6 +144,10 @@ def make_problem(
         "holdout": holdout,
         "subsample": subsample,
     }
+    if dataset.startswith("parquet:"):
+        # Built-in data is fixed by its package; a user's directory can change under the
+        # same name, so its content is part of the cache key.
+        card["data_fingerprint"] = fingerprint(train)
     cache = Path(home) / "models"
     log(f"[seed {seed}] original model: {cfg.arch}, {cfg.epochs} epochs on {len(y)} samples")
     original, original_cost = _cached_fit(cache, card, x, y, cfg, "original")

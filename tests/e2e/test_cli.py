@@ -18,9 +18,10 @@ def unlearn(*args, home, timeout=300):
 def test_help_on_every_command(tmp_path):
     top = unlearn("--help", home=tmp_path)
     assert top.returncode == 0 and "bench" in top.stdout and "tune" in top.stdout
-    for cmd in ("bench", "tune"):
+    for cmd in ("bench", "tune", "report"):
         r = unlearn(cmd, "--help", home=tmp_path)
-        assert r.returncode == 0 and "default:" in r.stdout
+        assert r.returncode == 0 and r.stdout.startswith(f"usage: unlearn {cmd}")
+        assert cmd == "report" or "default:" in r.stdout
 
 
 @pytest.mark.parametrize(
@@ -32,6 +33,7 @@ def test_help_on_every_command(tmp_path):
         (["bench", "--dataset", "digits", "--seeds", "a,b", "--out", "o"], "integers"),
         (["bench", "--dataset", "parquet:/does/not/exist", "--out", "o"], "not found"),
         (["tune", "--dataset", "digits", "--holdout", "0", "--out", "o"], "holdout"),
+        (["report", "nowhere"], "results.json not found"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, match):
@@ -60,8 +62,12 @@ def test_digits_bench_runs_every_method_end_to_end(tmp_path):
         assert len(m["per_seed"]) == 2 and 0 <= m["gap"] <= 100
     assert res["methods"]["lur"]["UA"] > res["original"]["UA"]  # LUR moved toward forgetting
     assert "| lur |" in (out / "report.md").read_text()
+    assert res["original"]["gap"] > 10  # the original still knows class 3: far from the oracle
     for plot in ("metrics.png", "conflict.png"):
         assert (out / plot).stat().st_size > 10_000
+    (out / "report.md").unlink()
+    assert unlearn("report", str(out), home=tmp_path / "home").returncode == 0
+    assert "| lur |" in (out / "report.md").read_text()
     # A second run reuses the cached original and retrain models (same config hash).
     models = sorted(p.name for p in (tmp_path / "home" / "models").iterdir() if not p.name.startswith("."))
     assert len(models) == 4  # 2 seeds x (original, retrain)

@@ -155,3 +155,12 @@ def test_class_forgetting_drops_the_class_from_the_test_split():
     test = tiny_split(n=30)
     assert set(test_split_for("class:2", test).labels) == {0, 1}
     assert len(test_split_for("random:0.1", test)) == 30
+
+
+def test_fingerprint_changes_with_the_data():
+    from pipeline.problem import fingerprint
+
+    a, b = tiny_split(), tiny_split()
+    assert fingerprint(a) == fingerprint(b)
+    b.features[0, 0] += 1.0
+    assert fingerprint(a) != fingerprint(b)
