@@ -98,6 +98,8 @@ def test_bad_method_configs_are_user_errors():
         build_method("magic")
     with pytest.raises(UserError, match="bad config"):
         build_method("lur", learning_rate=1)
+    with pytest.raises(UserError, match="gamma should be a number"):
+        build_method("l1_sparse", gamma="5e-05")
     with pytest.raises(UserError, match="order"):
         build_method("lur", order="third")
     with pytest.raises(UserError, match="optimizer"):
