@@ -149,31 +149,47 @@ def plot(results: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     methods = list(results["methods"])
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    # Signed distance to the oracle, per metric: 0 is perfect. symlog keeps the small
+    # gaps that matter readable next to a method that collapsed.
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), sharey=True)
     for ax, key in zip(axes, METRIC_KEYS):
-        vals = [results["methods"][m][key] for m in methods]
+        vals = [results["methods"][m][key] - results["retrain"][key] for m in methods]
         errs = [results["methods"][m].get("std", {}).get(key, 0.0) for m in methods]
-        ax.bar(methods, vals, yerr=errs, color="tab:blue", alpha=0.8)
-        ax.axhline(results["retrain"][key], color="tab:red", ls="--", label="retrain")
-        ax.set_title(key)
+        ax.bar(methods, vals, yerr=errs, color=["tab:blue" if m == "lur" else "tab:gray" for m in methods])
+        ax.axhline(0, color="tab:red", ls="--", lw=1)
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_title(f"{key} − retrain (retrain = {results['retrain'][key]:.1f})")
         ax.tick_params(axis="x", rotation=60)
-    axes[0].legend()
-    fig.suptitle(f"{results['dataset']} · forget {results['forget']} · metrics vs retrain (dashed)")
+    axes[0].set_ylabel("method − retrain (points)")
+    fig.suptitle(f"{results['dataset']} · forget {results['forget']} · distance to the retrain oracle per metric")
     fig.tight_layout()
     fig.savefig(out / "metrics.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    # Conflict: per-step cos averaged over seeds (the steps are the same for every seed),
+    # and the share of sampled steps with cos < 0 per method.
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [2, 1]})
     for m in methods:
-        curve = results["methods"][m]["conflict"][0]  # first seed
-        if curve:
-            steps, cos = zip(*curve)
-            ax.plot(steps, cos, label=m, lw=2.2 if m == "lur" else 1.2)
+        curves = [c for c in results["methods"][m]["conflict"] if c]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        steps = [s for s, _ in curves[0][:n]]
+        cos = np.mean([[v for _, v in c[:n]] for c in curves], axis=0)
+        highlight = m in ("lur", "neggrad_plus")
+        ax.plot(steps, cos, label=m, lw=2.4 if highlight else 1.0, alpha=1.0 if highlight else 0.55)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xlabel("step")
-    ax.set_ylabel("cos(∇L_u, ∇L_r)")
+    ax.set_ylabel("cos(∇L_u, ∇L_r), mean over seeds")
     ax.set_title("Gradient conflict during unlearning (below 0: forget and retain fight)")
     ax.legend(fontsize=8, ncol=2)
+    shares = [results["methods"][m].get("conflict_share") or 0.0 for m in methods]
+    errs = [results["methods"][m].get("std", {}).get("conflict_share", 0.0) for m in methods]
+    bx.bar(methods, shares, yerr=errs, color=["tab:blue" if m == "lur" else "tab:gray" for m in methods])
+    bx.set_ylim(0, 1.05)
+    bx.set_title("share of sampled steps with cos < 0")
+    bx.tick_params(axis="x", rotation=60)
+    fig.suptitle(f"{results['dataset']} · forget {results['forget']}")
     fig.tight_layout()
     fig.savefig(out / "conflict.png", dpi=110)
     plt.close(fig)
