@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import TrainConfig
 from pipeline.errors import UserError
 from pipeline.metrics import METRIC_KEYS, avg_gap
 from pipeline.methods import METHODS, ORACLE
-from pipeline.problem import dump_json, load_method_configs, make_problem, method_config, run_method
+from pipeline.problem import dump_json, load_run_configs, make_problem, method_config, run_method
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "pipeline" / "configs"
 SCALARS = (*METRIC_KEYS, "gap", "seconds", "time_ratio", "grad_ratio", "sample_grads", "conflict_share", "conflict_mean_cos")
@@ -53,10 +52,7 @@ def run_bench(
     config_path: Path | None = None,
     log=print,
 ) -> dict[str, Any]:
-    configs = load_method_configs(config_path or default_config_path(dataset))
-    if not isinstance(configs.get("train"), dict):
-        raise UserError(f"{config_path or default_config_path(dataset)}: missing the 'train' section")
-    train_cfg = TrainConfig.from_dict(configs["train"], "train section")
+    configs, train_cfg = load_run_configs(config_path or default_config_path(dataset))
     methods = [m for m in methods if m != ORACLE]  # the oracle always runs
     ucfgs = {m: method_config(configs, forget_spec, m, 0) for m in methods}  # validate all before any work
     out = Path(out)

@@ -17,9 +17,10 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import TrainConfig, UnlearnConfig
+from pipeline.config import UnlearnConfig
 from pipeline.errors import UserError
-from pipeline.problem import dump_json, load_method_configs, make_problem, method_config, run_method, scenario_of
+from pipeline.problem import (dump_json, load_method_configs, load_run_configs, make_problem, method_config,
+                              run_method, scenario_of)
 
 
 def grid_points(base: UnlearnConfig, grid: dict[str, list]) -> list[UnlearnConfig]:
@@ -45,11 +46,8 @@ def run_tune(dataset: str, forget_spec: str, methods: list[str], out: Path, home
              grid_path: Path, holdout: int, subsample: int, seed: int = 0, log=print) -> dict[str, Any]:
     if holdout <= 0:
         raise UserError("tuning needs --holdout N > 0: a validation split carved from train, never the test set")
-    configs = load_method_configs(config_path)
+    configs, train_cfg = load_run_configs(config_path)
     grids = load_method_configs(grid_path).get(scenario_of(forget_spec), {})
-    if not isinstance(configs.get("train"), dict):
-        raise UserError(f"{config_path}: missing the 'train' section")
-    train_cfg = TrainConfig.from_dict(configs["train"], "train section")
     Path(out).mkdir(parents=True, exist_ok=True)
     plan = {m: grid_points(method_config(configs, forget_spec, m, seed), grids.get(m, {})) for m in methods}
     problem = make_problem(dataset, forget_spec, seed, train_cfg, home, holdout=holdout, subsample=subsample, log=log)

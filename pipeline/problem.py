@@ -191,6 +191,14 @@ def load_method_configs(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not valid YAML: {e}") from None
 
 
+def load_run_configs(path: Path) -> tuple[dict[str, Any], TrainConfig]:
+    """A dataset's config file: the method sections and the typed `train` section."""
+    configs = load_method_configs(path)
+    if not isinstance(configs.get("train"), dict):
+        raise UserError(f"{path}: missing the 'train' section")
+    return configs, TrainConfig.from_dict(configs["train"], f"{path}: train section")
+
+
 def scenario_of(forget_spec: str) -> str:
     """Configs are tuned per scenario: class-wise and random forgetting want different settings."""
     return "class" if forget_spec.startswith("class:") else "random"
