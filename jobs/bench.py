@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from pipeline.errors import UserError
 from pipeline.metrics import METRIC_KEYS, avg_gap
@@ -51,6 +52,7 @@ def run_bench(
     home: Path,
     config_path: Path | None = None,
     log=print,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     configs, train_cfg = load_run_configs(config_path or default_config_path(dataset))
     methods = [m for m in methods if m != ORACLE]  # the oracle always runs
@@ -60,8 +62,10 @@ def run_bench(
     originals, retrains, runs = [], [], {m: [] for m in methods}
     curves: dict[str, list] = {m: [] for m in methods}
     start = time.perf_counter()
+    # Seconds only compare within one run on one device: say which.
+    meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
     for seed in seeds:
-        problem = make_problem(dataset, forget_spec, seed, train_cfg, home, log=log)
+        problem = make_problem(dataset, forget_spec, seed, train_cfg, home, log=log, device=device)
         originals.append({**problem.original_metrics, "gap": avg_gap(problem.original_metrics, problem.retrain_metrics)})
         retrains.append({**problem.retrain_metrics, "seed": seed, "seconds": problem.retrain_cost["seconds"],
                          "sample_grads": problem.retrain_cost["sample_grads"]})
@@ -75,11 +79,13 @@ def run_bench(
             log(f"[seed {seed}] {m:13s} {fmt(r)} gap {r['gap']:.2f}  {r['seconds']:.1f}s "
                 f"({100 * r['time_ratio']:.1f}% of retrain)  conflict share {r['conflict_share']}")
             # Results are rewritten after every method: a run stopped midway keeps what it measured.
-            write_results(out, dataset, forget_spec, train_cfg, originals, retrains, runs, curves, ucfgs, start)
-    return write_results(out, dataset, forget_spec, train_cfg, originals, retrains, runs, curves, ucfgs, start, final=True)
+            write_results(out, dataset, forget_spec, train_cfg, originals, retrains, runs, curves, ucfgs, start, meta)
+    return write_results(out, dataset, forget_spec, train_cfg, originals, retrains, runs, curves, ucfgs, start, meta,
+                         final=True)
 
 
-def write_results(out, dataset, forget_spec, train_cfg, originals, retrains, runs, curves, ucfgs, start, final=False):
+def write_results(out, dataset, forget_spec, train_cfg, originals, retrains, runs, curves, ucfgs, start, meta,
+                  final=False):
     done = {m: r for m, r in runs.items() if r}  # partial runs: each method over the seeds it finished
     results = {
         "dataset": dataset,
@@ -92,6 +98,7 @@ def write_results(out, dataset, forget_spec, train_cfg, originals, retrains, run
         "methods": {m: {**aggregate(r, SCALARS), "n_seeds": len(r), "conflict": curves[m], "config": ucfgs[m].to_dict()}
                     for m, r in done.items()},
         "wall_seconds": time.perf_counter() - start,
+        **meta,
     }
     dump_json(out / "results.json", results)
     (out / "report.md").write_text(report(results))

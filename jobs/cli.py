@@ -42,8 +42,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise UserError(f"unknown methods {unknown}; choose from {', '.join(METHODS)} or all")
+    from pipeline.devices import resolve_device
+
+    device = resolve_device(args.device)
     run_bench(args.dataset, args.forget, methods, parse_seeds(args.seeds), Path(args.out), home(),
-              Path(args.config) if args.config else None)
+              Path(args.config) if args.config else None, device=device)
     return 0
 
 
@@ -61,8 +64,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     config = Path(args.config) if args.config else default_config_path(args.dataset)
     grid = Path(args.grid) if args.grid else CONFIG_DIR / f"{config.stem}-grid.yaml"
+    from pipeline.devices import resolve_device
+
+    device = resolve_device(args.device)
     run_tune(args.dataset, args.forget, parse_methods(args.methods), Path(args.out), home(), config, grid,
-             args.holdout, args.subsample, args.seed)
+             args.holdout, args.subsample, args.seed, device=device)
     return 0
 
 
@@ -84,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", default="0", help="comma-separated seeds; several give mean ± std")
     b.add_argument("--out", required=True, help="output directory")
     b.add_argument("--config", default=None, help="method/train config YAML (default: the shipped one for the dataset)")
+    b.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto (CUDA when a GPU is visible)")
     b.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("report", help="re-render report.md and plots from a bench results.json",
@@ -105,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="output directory (tune.json)")
     t.add_argument("--config", default=None, help="base config YAML (default: the shipped one for the dataset)")
     t.add_argument("--grid", default=None, help="grid YAML (default: <config>-grid.yaml beside the config)")
+    t.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto (CUDA when a GPU is visible)")
     t.set_defaults(func=cmd_tune)
     return p
 

@@ -8,7 +8,8 @@ that the same budget covers every method (the winners transfer as epochs over th
 forget set and learning rates). Every method gets the same number of grid points, so
 LUR gets no more tuning than any baseline. The grid lives in
 pipeline/configs/<dataset>-grid.yaml; winners are printed and written to DIR/tune.json
-for copying into the shipped config with a note of what won.
+beside DIR/config.yaml: the base config with each tuned method's winner in place,
+ready for `unlearn bench --config DIR/config.yaml`.
 """
 
 from __future__ import annotations
@@ -43,14 +44,15 @@ def grid_points(base: UnlearnConfig, grid: dict[str, list]) -> list[UnlearnConfi
 
 
 def run_tune(dataset: str, forget_spec: str, methods: list[str], out: Path, home: Path, config_path: Path,
-             grid_path: Path, holdout: int, subsample: int, seed: int = 0, log=print) -> dict[str, Any]:
+             grid_path: Path, holdout: int, subsample: int, seed: int = 0, log=print, device: str = "cpu") -> dict[str, Any]:
     if holdout <= 0:
         raise UserError("tuning needs --holdout N > 0: a validation split carved from train, never the test set")
     configs, train_cfg = load_run_configs(config_path)
     grids = load_method_configs(grid_path).get(scenario_of(forget_spec), {})
     Path(out).mkdir(parents=True, exist_ok=True)
     plan = {m: grid_points(method_config(configs, forget_spec, m, seed), grids.get(m, {})) for m in methods}
-    problem = make_problem(dataset, forget_spec, seed, train_cfg, home, holdout=holdout, subsample=subsample, log=log)
+    problem = make_problem(dataset, forget_spec, seed, train_cfg, home, holdout=holdout, subsample=subsample, log=log,
+                           device=device)
     log(f"validation problem: retrain {problem.retrain_metrics}")
     results: dict[str, Any] = {"dataset": dataset, "forget": forget_spec, "holdout": holdout, "subsample": subsample,
                                "retrain": problem.retrain_metrics, "methods": {}}
@@ -66,4 +68,25 @@ def run_tune(dataset: str, forget_spec: str, methods: list[str], out: Path, home
         results["methods"][m] = {"best": best, "trials": trials}
         log(f"==> {m}: best gap {best['gap']:.2f} with {best['config']}")
         dump_json(Path(out) / "tune.json", results)
+        write_tuned_config(Path(out) / "config.yaml", configs, forget_spec, results)
     return results
+
+
+def write_tuned_config(path: Path, configs: dict[str, Any], forget_spec: str, *tunes: dict[str, Any]) -> None:
+    """The base config with the scenario's tuned methods replaced by their winners.
+
+    Several tune results (e.g. one process per method) merge into one file; each winner
+    keeps a `_tuned` note of its validation gap, the grid size and the validation split.
+    """
+    import yaml
+
+    configs = {k: v for k, v in configs.items() if not k.startswith("_") and k != "loop"}
+    section = dict(configs.get(scenario_of(forget_spec), {}))
+    for tune in tunes:
+        for m, block in tune["methods"].items():
+            best = {k: v for k, v in block["best"]["config"].items() if k not in ("method", "seed")}
+            note = (f"val gap {block['best']['gap']:.2f}, best of {len(block['trials'])}, "
+                    f"holdout {tune['holdout']}, subsample {tune['subsample'] or 'none'}")
+            section[m] = {**best, "_tuned": note}
+    configs[scenario_of(forget_spec)] = section
+    path.write_text(yaml.safe_dump(configs, sort_keys=False, width=120))

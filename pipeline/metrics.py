@@ -21,7 +21,7 @@ METRIC_KEYS = ("UA", "RA", "TA", "MIA")
 def predict_logits(model: nn.Module, x: torch.Tensor, batch: int = 2048) -> torch.Tensor:
     was_training = model.training
     model.eval()
-    out = torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)]) if len(x) else torch.empty(0)
+    out = torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)]) if len(x) else torch.empty(0, device=x.device)
     model.train(was_training)
     return out
 
@@ -34,7 +34,7 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def true_class_confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    conf = torch.softmax(logits.float(), 1).gather(1, labels[:, None]).squeeze(1).numpy()
+    conf = torch.softmax(logits.float(), 1).gather(1, labels[:, None]).squeeze(1).cpu().numpy()
     return np.nan_to_num(conf, nan=0.0)  # a diverged model (NaN logits) is scored, not crashed on
 
 

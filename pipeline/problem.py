@@ -67,19 +67,20 @@ class Problem:
 
 
 def _cached_fit(cache: Path, card: dict, x, y, cfg: TrainConfig, desc: str) -> tuple[nn.Module, dict]:
-    """Train once per config hash; later runs load the safetensors checkpoint."""
+    """Train once per config hash (on the data's device); later runs load the safetensors checkpoint."""
     key = config_hash(card)
     directory = cache / f"{desc}-{key}"
     cache.mkdir(parents=True, exist_ok=True)
+    # The device is not in the card: the same recipe gives the same cache entry anywhere.
     # Benchmarks of two forget specs share the original: an exclusive lock per key
     # makes a second process wait and then load instead of training it twice.
     with open(cache / f".{desc}-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (directory / "model.json").exists():
             model, saved = load_checkpoint(directory)
-            return model.eval(), saved["cost"]
+            return model.to(x.device).eval(), saved["cost"]
         torch.manual_seed(cfg.seed)
-        model = build_model(card["arch"], tuple(card["input_shape"]), card["num_classes"], **card["model_kwargs"])
+        model = build_model(card["arch"], tuple(card["input_shape"]), card["num_classes"], **card["model_kwargs"]).to(x.device)
         cost = fit(model, x, y, cfg, desc=desc)
         # Write beside, then rename: a crash never leaves a half checkpoint in the cache.
         tmp = cache / f".tmp-{desc}-{key}"
@@ -114,6 +115,7 @@ def make_problem(
     holdout: int = 0,
     subsample: int = 0,
     log=print,
+    device: torch.device | str = "cpu",
 ) -> Problem:
     train, test = load_store(dataset, home)
     if subsample < 0 or holdout < 0 or seed < 0:
@@ -130,8 +132,10 @@ def make_problem(
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     mask = select_forget(forget_spec, train, seed)
     test = test_split_for(forget_spec, test)
-    x, y = to_tensors(train)
-    forget, retain, test_t = (x[mask], y[mask]), (x[~mask], y[~mask]), to_tensors(test)
+    x, y = (t.to(device) for t in to_tensors(train))
+    m = torch.from_numpy(mask).to(device)
+    forget, retain = (x[m], y[m]), (x[~m], y[~m])
+    test_t = tuple(t.to(device) for t in to_tensors(test))
 
     cfg = TrainConfig.from_dict({**train_cfg.to_dict(), "seed": seed})
     card = {

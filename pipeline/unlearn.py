@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pipeline.config import UnlearnConfig
+from pipeline.devices import rng_devices
 from pipeline.methods import build_method
 from pipeline.methods.base import Batch, ce
 from pipeline.train import seed_everything
@@ -63,9 +64,9 @@ def gradient_conflict(model: nn.Module, method, forget: Batch, retain: Batch) ->
     was_training = model.training
     model.eval()
     params = [p for p in model.parameters() if p.requires_grad]
-    # Random-label losses draw from the global RNG: fork it, so that logging telemetry
-    # never changes the training trajectory.
-    with torch.random.fork_rng(devices=[]):
+    # Random-label losses draw from the global RNG (the GPU's when on one): fork it, so
+    # that logging telemetry never changes the training trajectory.
+    with torch.random.fork_rng(devices=rng_devices(params[0].device)):
         g_u = torch.autograd.grad(method.unlearning_loss(model, forget), params, allow_unused=True)
     g_r = torch.autograd.grad(ce(model, retain), params, allow_unused=True)
     model.train(was_training)

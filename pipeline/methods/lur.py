@@ -111,7 +111,7 @@ def reinit_salient(model: nn.Module, forget, fraction: float, layers: int) -> in
     saliency = [(m.weight, (m.weight.detach() * by_param[id(m.weight)]).abs()) for m in modules]
     flat = torch.cat([s.flatten() for _, s in saliency])
     k = max(1, int(fraction * flat.numel()))
-    chosen = torch.zeros(flat.numel(), dtype=torch.bool)
+    chosen = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     chosen[torch.topk(flat, k, sorted=False).indices] = True
     reset, i = 0, 0
     with torch.no_grad():

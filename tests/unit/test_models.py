@@ -52,3 +52,19 @@ def test_config_hash_is_stable_and_order_free():
 def test_model_kwargs_typo_is_a_user_error():
     with pytest.raises(UserError, match="bad model_kwargs"):
         build_model("mlp", (4,), 2, hiden=3)
+
+
+def test_resolve_device_cpu_and_user_errors():
+    import torch
+
+    from pipeline.devices import resolve_device, rng_devices
+    from pipeline.errors import UserError
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert rng_devices(torch.device("cpu")) == []
+    with pytest.raises(UserError, match="choose auto, cpu or cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            resolve_device("cuda")
