@@ -17,6 +17,8 @@ SCENARIOS=${SCENARIOS:-"random:0.1 class:3"}
 METHODS=${METHODS:-"lur finetune grad_ascent neggrad_plus random_label salun scrub l1_sparse"}
 OUT=${OUT:-out/tune-full}
 PY=${PY:-python3}
+CONFIG=${CONFIG:-}   # base config (default: the shipped one for the dataset)
+GRID=${GRID:-}       # grid (default: <config>-grid.yaml)
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} UNLEARN_HOME=${UNLEARN_HOME:-$PWD/.unlearn}
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
@@ -31,7 +33,7 @@ for spec in $SCENARIOS; do
     dir="$OUT/${spec%%:*}/$m"
     mkdir -p "$dir"
     $PY -m jobs.cli tune --dataset "$DATASET" --forget "$spec" --methods "$m" --holdout "$HOLDOUT" \
-        --device "$DEVICE" --out "$dir" >"$dir/log.txt" 2>&1 &
+        --device "$DEVICE" --out "$dir" ${CONFIG:+--config "$CONFIG"} ${GRID:+--grid "$GRID"} >"$dir/log.txt" 2>&1 &
     pids+=($!)
   done
 done
@@ -40,15 +42,15 @@ for p in "${pids[@]}"; do wait "$p" || fail=1; done
 echo "tuning took $((SECONDS - start)) s"
 if [ $fail -ne 0 ]; then grep -l -i "error\|traceback" "$OUT"/*/*/log.txt | xargs tail -n 20; exit 1; fi
 
-$PY - "$DATASET" "$OUT" $SCENARIOS <<'PYEOF'
+$PY - "$DATASET" "$OUT" "$CONFIG" $SCENARIOS <<'PYEOF'
 import json, sys
 from pathlib import Path
 from jobs.bench import default_config_path
 from jobs.tune import write_tuned_config
 from pipeline.problem import load_method_configs
 
-dataset, out, specs = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
-configs, merged = load_method_configs(default_config_path(dataset)), out / "config.yaml"
+dataset, out, base, specs = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4:]
+configs, merged = load_method_configs(Path(base) if base else default_config_path(dataset)), out / "config.yaml"
 for spec in specs:
     tunes = [json.loads(p.read_text()) for p in sorted((out / spec.split(":")[0]).glob("*/tune.json"))]
     write_tuned_config(merged, configs, spec, *tunes)
