@@ -53,6 +53,7 @@ def run_bench(
     config_path: Path | None = None,
     log=print,
     device: str = "cpu",
+    ray_opts=None,
 ) -> dict[str, Any]:
     configs, train_cfg = load_run_configs(config_path or default_config_path(dataset))
     methods = [m for m in methods if m != ORACLE]  # the oracle always runs
@@ -63,7 +64,8 @@ def run_bench(
     curves: dict[str, list] = {m: [] for m in methods}
     start = time.perf_counter()
     # Seconds only compare within one run on one device: say which.
-    meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "engine": "ray" if ray_opts else "local", "workers": ray_opts.workers if ray_opts else 1}
     for seed in seeds:
         problem = make_problem(dataset, forget_spec, seed, train_cfg, home, log=log, device=device)
         originals.append({**problem.original_metrics, "gap": avg_gap(problem.original_metrics, problem.retrain_metrics)})
@@ -73,7 +75,7 @@ def run_bench(
             f"in {problem.retrain_cost['seconds']:.0f}s")
         for m in methods:
             ucfg = method_config(configs, forget_spec, m, seed)
-            r = run_method(problem, ucfg)
+            r = run_method(problem, ucfg, ray_opts, home)
             runs[m].append(r)
             curves[m].append(r["conflict"])
             log(f"[seed {seed}] {m:13s} {fmt(r)} gap {r['gap']:.2f}  {r['seconds']:.1f}s "

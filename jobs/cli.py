@@ -31,6 +31,46 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def add_ray_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Ray", "where and how the unlearning runs on Ray Train")
+    g.add_argument("--workers", type=int, default=1, help="Ray Train workers (data-parallel)")
+    g.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    g.add_argument("--gpu", action="store_true", help="one GPU per worker, NCCL; CPU workers use gloo")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="logical CPUs each worker reserves")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (with --gpu)")
+    g.add_argument("--max-failures", type=int, default=2, help="worker failures to survive by resuming from the last epoch")
+    g.add_argument("--replicate-forget-below", type=int, default=None,
+                   help="replicate (not shard) a forget set with fewer rows (default: workers x forget_batch)")
+
+
+def ray_options(args: argparse.Namespace):
+    from pipeline.ray_train import RayOptions
+
+    if args.workers < 1:
+        raise UserError("--workers must be at least 1")
+    if args.bf16 and not args.gpu:
+        raise UserError("--bf16 needs --gpu: bfloat16 autocast is for GPU workers")
+    if args.max_failures < 0:
+        raise UserError("--max-failures must not be negative")
+    return RayOptions(workers=args.workers, address=args.address, gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
+                      autocast_bf16=args.bf16, max_failures=args.max_failures,
+                      replicate_forget_below=args.replicate_forget_below)
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from jobs.bench import default_config_path
+    from jobs.forget import forget_spec_of, run_forget
+    from pipeline.methods import METHODS
+
+    spec = forget_spec_of(args.samples, args.subjects, args.forget)
+    if args.method not in METHODS:
+        raise UserError(f"unknown method {args.method!r}; choose from {', '.join(METHODS)}")
+    config = Path(args.config) if args.config else default_config_path(args.dataset)
+    run_forget(args.dataset, spec, args.method, Path(args.out), home(), ray_options(args), config,
+               Path(args.start_from) if args.start_from else None, args.seed)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from jobs.bench import parse_methods, run_bench
 
@@ -45,8 +85,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from pipeline.devices import resolve_device
 
     device = resolve_device(args.device)
+    ray_opts = ray_options(args) if args.engine == "ray" else None
     run_bench(args.dataset, args.forget, methods, parse_seeds(args.seeds), Path(args.out), home(),
-              Path(args.config) if args.config else None, device=device)
+              Path(args.config) if args.config else None, device=device, ray_opts=ray_opts)
     return 0
 
 
@@ -90,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", default="0", help="comma-separated seeds; several give mean ± std")
     b.add_argument("--out", required=True, help="output directory")
     b.add_argument("--config", default=None, help="method/train config YAML (default: the shipped one for the dataset)")
+    b.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: the plain loop in this process; ray: Ray Data + Ray Train workers")
+    add_ray_args(b)
     b.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto (CUDA when a GPU is visible)")
     b.set_defaults(func=cmd_bench)
 
@@ -114,6 +158,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--grid", default=None, help="grid YAML (default: <config>-grid.yaml beside the config)")
     t.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto (CUDA when a GPU is visible)")
     t.set_defaults(func=cmd_tune)
+    f = sub.add_parser("forget", help="run one unlearning on Ray and write the unlearned checkpoint and its metrics",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Forget samples, subjects or a spec'd set from a model with one method on Ray Train "
+                                   "workers (a local Ray when no address is given).")
+    f.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, digits or parquet:DIR")
+    what = f.add_mutually_exclusive_group()
+    what.add_argument("--samples", help="comma-separated sample ids")
+    what.add_argument("--subjects", help="comma-separated subject ids (every sample they own)")
+    what.add_argument("--forget", help="a forget spec: random:F, class:K, samples:IDS, subjects:IDS")
+    f.add_argument("--method", default="lur", help="unlearning method")
+    f.add_argument("--from", dest="start_from", default=None,
+                   help="checkpoint directory to start from (default: the dataset's original model)")
+    f.add_argument("--config", default=None, help="method/train config YAML (default: the shipped one)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the run (and of random:F forget sets)")
+    f.add_argument("--out", required=True, help="output directory: model/ (safetensors + card) and metrics.json")
+    add_ray_args(f)
+    f.set_defaults(func=cmd_forget)
     return p
 
 

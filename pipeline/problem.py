@@ -35,6 +35,10 @@ from pipeline.unlearn import unlearn
 HOLDOUT_SEED = 20251  # fixed, so every seed tunes against the same validation split
 
 
+def store_path(dataset: str, home: Path) -> str:
+    return dataset.split(":", 1)[1] if dataset.startswith("parquet:") else str(Path(home) / "datasets" / dataset)
+
+
 def load_store(dataset: str, home: Path) -> tuple[Split, Split]:
     """Read the dataset through the Parquet sample store, ingesting it on first use."""
     if dataset.startswith("parquet:"):
@@ -61,6 +65,9 @@ class Problem:
     retrain_metrics: dict[str, float]
     retrain_cost: dict[str, Any]
     num_classes: int
+    card: dict[str, Any]  # the original model's card
+    forget_ids: list[str]
+    store: str | None  # the Parquet store the split came from (None for holdout/subsample problems)
 
     def fresh_original(self) -> nn.Module:
         return copy.deepcopy(self.original)
@@ -106,6 +113,39 @@ def test_split_for(forget_spec: str, test: Split) -> Split:
     return test
 
 
+def model_card(dataset: str, train: Split, num_classes: int, cfg: TrainConfig, holdout: int = 0,
+               subsample: int = 0) -> dict[str, Any]:
+    """What the original model is, as its cache key: architecture, data and recipe."""
+    card = {
+        "arch": cfg.arch,
+        "model_kwargs": cfg.model_kwargs,
+        "input_shape": list(train.shape),
+        "num_classes": num_classes,
+        "dataset": dataset,
+        "train_config": cfg.to_dict(),
+        "holdout": holdout,
+        "subsample": subsample,
+    }
+    if dataset.startswith("parquet:"):
+        # Built-in data is fixed by its package; a user's directory can change under the
+        # same name, so its content is part of the cache key.
+        card["data_fingerprint"] = fingerprint(train)
+    return card
+
+
+def original_model(dataset: str, seed: int, train_cfg: TrainConfig, home: Path, log=print) -> tuple[nn.Module, dict]:
+    """The dataset's original model under the shipped recipe (the same cache entry as
+    the benchmark's for this seed), on CPU, with its card."""
+    train, test = load_store(dataset, home)
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    cfg = TrainConfig.from_dict({**train_cfg.to_dict(), "seed": seed})
+    card = model_card(dataset, train, num_classes, cfg)
+    log(f"original model: {cfg.arch}, {cfg.epochs} epochs on {len(train)} samples (cached after the first run)")
+    x, y = to_tensors(train)
+    model, _ = _cached_fit(Path(home) / "models", card, x, y, cfg, "original")
+    return model, card
+
+
 def make_problem(
     dataset: str,
     forget_spec: str,
@@ -138,20 +178,7 @@ def make_problem(
     test_t = tuple(t.to(device) for t in to_tensors(test))
 
     cfg = TrainConfig.from_dict({**train_cfg.to_dict(), "seed": seed})
-    card = {
-        "arch": cfg.arch,
-        "model_kwargs": cfg.model_kwargs,
-        "input_shape": list(train.shape),
-        "num_classes": num_classes,
-        "dataset": dataset,
-        "train_config": cfg.to_dict(),
-        "holdout": holdout,
-        "subsample": subsample,
-    }
-    if dataset.startswith("parquet:"):
-        # Built-in data is fixed by its package; a user's directory can change under the
-        # same name, so its content is part of the cache key.
-        card["data_fingerprint"] = fingerprint(train)
+    card = model_card(dataset, train, num_classes, cfg, holdout, subsample)
     cache = Path(home) / "models"
     log(f"[seed {seed}] original model: {cfg.arch}, {cfg.epochs} epochs on {len(y)} samples")
     original, original_cost = _cached_fit(cache, card, x, y, cfg, "original")
@@ -162,21 +189,38 @@ def make_problem(
         dataset, forget_spec, seed, cfg, forget, retain, test_t,
         original, evaluate(original, forget, retain, test_t, seed=seed), original_cost,
         evaluate(retrained, forget, retain, test_t, seed=seed), retrain_cost, num_classes,
+        card, train.sample_ids[mask].tolist(), None if holdout or subsample else store_path(dataset, home),
     )
 
 
-def run_method(problem: Problem, ucfg: UnlearnConfig) -> dict[str, Any]:
-    """Unlearn a copy of the original with one method; metrics, gap and cost vs retrain."""
+def run_method(problem: Problem, ucfg: UnlearnConfig, ray_opts=None, home: Path | None = None) -> dict[str, Any]:
+    """Unlearn a copy of the original with one method; metrics, gap and cost vs retrain.
+
+    With `ray_opts` (a `pipeline.ray_train.RayOptions`) the method runs on Ray Train
+    workers reading the store through Ray Data; evaluation stays on the driver.
+    """
     model = problem.fresh_original()
-    method = build_method(ucfg.method, **ucfg.method_kwargs)
-    result = unlearn(model, problem.forget, problem.retain, ucfg, method=method, desc=ucfg.method)
+    if ray_opts is None:
+        method = build_method(ucfg.method, **ucfg.method_kwargs)
+        result = unlearn(model, problem.forget, problem.retain, ucfg, method=method, desc=ucfg.method)
+        summary, conflict = result.summary(), result.conflict
+    else:
+        from pipeline.ray_train import unlearn_on_ray
+
+        if problem.store is None:
+            raise UserError("the Ray engine reads the sample store: it cannot run on a holdout or subsample problem")
+        build_method(ucfg.method, **ucfg.method_kwargs)  # a bad kwarg fails here, not on a worker
+        model, summary = unlearn_on_ray(model, problem.card, problem.store, problem.forget_ids, ucfg, ray_opts,
+                                        home or Path("."))
+        model = model.to(problem.forget[0].device).eval()
+        conflict = summary.pop("conflict")
     t = time.perf_counter()
     metrics = evaluate(model, problem.forget, problem.retain, problem.test, seed=problem.seed)
     out = {**metrics, "gap": avg_gap(metrics, problem.retrain_metrics)}
-    out.update(result.summary())
-    out["time_ratio"] = result.seconds / problem.retrain_cost["seconds"]
-    out["grad_ratio"] = result.sample_grads / problem.retrain_cost["sample_grads"]
-    out["conflict"] = result.conflict
+    out.update(summary)
+    out["time_ratio"] = summary["seconds"] / problem.retrain_cost["seconds"]
+    out["grad_ratio"] = summary["sample_grads"] / problem.retrain_cost["sample_grads"]
+    out["conflict"] = conflict
     out["eval_seconds"] = time.perf_counter() - t
     return out
 

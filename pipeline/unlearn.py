@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from pipeline import collective, loop_state
 from pipeline.config import UnlearnConfig
 from pipeline.devices import rng_devices
 from pipeline.methods import build_method
@@ -59,7 +60,8 @@ def make_optimizer(model: nn.Module, cfg: UnlearnConfig) -> torch.optim.Optimize
 def gradient_conflict(model: nn.Module, method, forget: Batch, retain: Batch) -> float:
     """cos(grad L_u, grad L_r) at the current weights; negative = the objectives fight.
 
-    Eval mode, so telemetry never moves BatchNorm statistics.
+    Eval mode, so telemetry never moves BatchNorm statistics. Under torch.distributed
+    both gradients are averaged over workers first: the cosine of the global gradients.
     """
     was_training = model.training
     model.eval()
@@ -71,19 +73,27 @@ def gradient_conflict(model: nn.Module, method, forget: Batch, retain: Batch) ->
     g_r = torch.autograd.grad(ce(model, retain), params, allow_unused=True)
     model.train(was_training)
     flat = lambda gs: torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(gs, params)])
-    return F.cosine_similarity(flat(g_u), flat(g_r), dim=0).item()
+    g_u, g_r = flat(g_u), flat(g_r)
+    collective.mean_([g_u, g_r])
+    return F.cosine_similarity(g_u, g_r, dim=0).item()
 
 
-def unlearn_step(model: nn.Module, method, opt: torch.optim.Optimizer, forget: Batch, retain: Batch, progress: float) -> dict:
-    """One step: the method's loss, backward, its gradient mask, the optimizer."""
-    loss, stats = method.loss(model, forget, retain, progress)
+def unlearn_step(model: nn.Module, method, opt: torch.optim.Optimizer, forget: Batch, retain: Batch, progress: float,
+                 autocast: torch.dtype | None = None) -> dict:
+    """One step: the method's loss, backward, gradient averaging across workers (a no-op
+    on one), its gradient mask, the optimizer, then BatchNorm statistics averaged."""
+    device_type = forget[0].device.type
+    with torch.autocast(device_type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        loss, stats = method.loss(model, forget, retain, progress)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    collective.sync_step(model)
     if method.grad_mask is not None:
         for name, p in model.named_parameters():
             if p.grad is not None:
                 p.grad.mul_(method.grad_mask[name])
     opt.step()
+    collective.sync_buffers(model)
     stats["loss"] = loss.item()
     return stats
 
@@ -103,8 +113,38 @@ class RetainStream:
         return idx
 
 
-def unlearn(model: nn.Module, forget: Batch, retain: Batch, cfg: UnlearnConfig, method=None, desc: str | None = None) -> UnlearnResult:
+@dataclass
+class LoopHooks:
+    """What the distributed engine plugs into the plain loop; the local path passes none.
+
+    - steps_per_epoch: fixed by the driver so every worker takes the same number of
+      steps (a worker whose forget shard runs short cycles it);
+    - resume: a state captured by `on_epoch_end`, to continue from;
+    - on_epoch_end(epochs_done, state): checkpoint; not counted as method time;
+    - on_step(step): runs after each step (fault injection in tests);
+    - autocast: e.g. torch.bfloat16 on GPUs.
+    """
+
+    steps_per_epoch: int | None = None
+    resume: dict[str, Any] | None = None
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None
+    on_step: Callable[[int], None] | None = None
+    autocast: torch.dtype | None = None
+
+
+def forget_order(n: int, batch: int, steps: int, gen: torch.Generator) -> torch.Tensor:
+    """This epoch's forget permutation; extended with fresh shuffles only when the
+    driver asks for more steps than the shard fills (a short shard of a sharded set)."""
+    perm = torch.randperm(n, generator=gen)
+    while steps > math.ceil(len(perm) / batch):
+        perm = torch.cat([perm, torch.randperm(n, generator=gen)])
+    return perm
+
+
+def unlearn(model: nn.Module, forget: Batch, retain: Batch, cfg: UnlearnConfig, method=None, desc: str | None = None,
+            hooks: LoopHooks | None = None) -> UnlearnResult:
     """Run one unlearning method on `model` in place."""
+    hooks = hooks or LoopHooks()
     method = method or build_method(cfg.method, **cfg.method_kwargs)
     if hasattr(method, "run"):  # the oracle replaces the loop
         out = method.run(model, forget, retain)
@@ -113,31 +153,43 @@ def unlearn(model: nn.Module, forget: Batch, retain: Batch, cfg: UnlearnConfig, 
     gen = seed_everything(cfg.seed)
     model.train()
     (xf, yf), (xr, yr) = forget, retain
-    steps_per_epoch = math.ceil(len(yf) / cfg.forget_batch)
+    steps_per_epoch = hooks.steps_per_epoch or math.ceil(len(yf) / cfg.forget_batch)
     total = cfg.epochs * steps_per_epoch
     result = UnlearnResult(0.0, 0, total)
-    telemetry = 0.0
+    overhead = 0.0  # telemetry and checkpoints: measured, but not the method's time
     start = time.perf_counter()
+    # prepare() reads the original weights (SalUn's mask, SCRUB's teacher): on resume it
+    # runs again on them before the checkpointed weights are loaded over.
     method.prepare(model, forget, retain)
     result.sample_grads += getattr(method, "prepare_sample_grads", 0)
     opt = make_optimizer(model, cfg)
     stream = RetainStream(len(yr), cfg.retain_batch, gen)
-    step = 0
-    with tqdm(total=total, desc=desc or cfg.method, leave=False, mininterval=2.0, disable=None) as bar:
-        for _ in range(cfg.epochs):
-            perm = torch.randperm(len(yf), generator=gen)
+    first_epoch, step = 0, 0
+    if hooks.resume is not None:
+        first_epoch, step = loop_state.restore(hooks.resume, model, opt, gen, stream, result)
+        start = time.perf_counter() - result.seconds
+    with tqdm(total=total, initial=step, desc=desc or cfg.method, leave=False, mininterval=2.0, disable=None) as bar:
+        for epoch in range(first_epoch, cfg.epochs):
+            perm = forget_order(len(yf), cfg.forget_batch, steps_per_epoch, gen)
             for i in range(steps_per_epoch):
                 fi, ri = perm[i * cfg.forget_batch : (i + 1) * cfg.forget_batch], stream.next()
                 fb, rb = (xf[fi], yf[fi]), (xr[ri], yr[ri])
                 if cfg.conflict_every and step % cfg.conflict_every == 0:
                     t = time.perf_counter()
                     result.conflict.append((step, gradient_conflict(model, method, fb, rb)))
-                    telemetry += time.perf_counter() - t
-                stats = unlearn_step(model, method, opt, fb, rb, step / total)
+                    overhead += time.perf_counter() - t
+                stats = unlearn_step(model, method, opt, fb, rb, step / total, hooks.autocast)
                 result.sample_grads += stats["sample_grads"]
                 result.losses.append(stats["loss"])
                 step += 1
                 bar.update()
+                if hooks.on_step:
+                    hooks.on_step(step)
+            if hooks.on_epoch_end:
+                t = time.perf_counter()
+                result.seconds = t - start - overhead
+                hooks.on_epoch_end(epoch + 1, loop_state.capture(model, opt, gen, stream, result, epoch + 1, step))
+                overhead += time.perf_counter() - t
     model.eval()
-    result.seconds = time.perf_counter() - start - telemetry
+    result.seconds = time.perf_counter() - start - overhead
     return result

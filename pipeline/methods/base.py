@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline import collective
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -64,7 +66,12 @@ def num_classes_of(model: nn.Module) -> int:
 
 
 def forget_gradients(model: nn.Module, forget: Batch, batch: int = 512) -> dict[str, torch.Tensor]:
-    """Gradient of the summed forget CE w.r.t. every parameter, accumulated in chunks (eval mode)."""
+    """Gradient of the summed forget CE w.r.t. every parameter, accumulated in chunks (eval mode).
+
+    Under torch.distributed the sums are added over workers: the global gradient when the
+    forget set is sharded, N times it when replicated. Its users rank weights by
+    magnitude, which the factor does not change, so every worker picks the same weights.
+    """
     was_training = model.training
     model.eval()
     grads = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
@@ -73,5 +80,6 @@ def forget_gradients(model: nn.Module, forget: Batch, batch: int = 512) -> dict[
         loss = F.cross_entropy(model(x[i : i + batch]), y[i : i + batch], reduction="sum")
         for (n, _), g in zip(model.named_parameters(), torch.autograd.grad(loss, list(model.parameters()))):
             grads[n] += g
+    collective.sum_(list(grads.values()))
     model.train(was_training)
     return grads

@@ -1,0 +1,99 @@
+"""Ray Data at the edge: read the Parquet sample store, split it into forget and retain
+by sample ids, and turn a worker's shard into tensors for the plain loop.
+
+The store may be a local directory or any pyarrow filesystem URI (s3://, gs://,
+hdfs://): `train.parquet` inside it is read by Ray Data's parallel readers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from pipeline.datasets.readers import Split
+from pipeline.datasets.store import SHAPE_KEY
+from pipeline.errors import UserError
+
+ID_COLUMNS = ["sample_id", "subject_id", "label"]
+
+
+def _path(store: str, table: str) -> str:
+    return f"{str(store).rstrip('/')}/{table}.parquet"
+
+
+def read_ids(store: str, table: str = "train") -> tuple[Split, tuple[int, ...]]:
+    """The store's ids and labels only (no features): enough to resolve a forget spec."""
+    import pyarrow.fs as pafs
+
+    path = _path(store, table)
+    try:
+        fs, inner = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
+        schema = pq.read_schema(inner, filesystem=fs)
+        missing = [c for c in ID_COLUMNS if c not in schema.names]
+        if missing:
+            raise UserError(f"{path}: the Ray engine needs columns {missing}: write the store with sample and subject ids")
+        t = pq.read_table(inner, columns=ID_COLUMNS, filesystem=fs)
+        meta = schema.metadata or {}
+        if SHAPE_KEY in meta:
+            shape = tuple(int(s) for s in json.loads(meta[SHAPE_KEY]))
+        else:  # a flat vector: its length is that of any row
+            first = pq.ParquetFile(inner, filesystem=fs).read_row_group(0, columns=["features"]).column(0)
+            shape = (len(first[0]),)
+    except (FileNotFoundError, pa.ArrowInvalid, OSError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    ids = Split(np.empty((t.num_rows, 0), np.float32), t.column("label").to_numpy().astype(np.int64),
+                np.asarray(t.column("sample_id").to_pylist(), dtype=object),
+                np.asarray(t.column("subject_id").to_pylist(), dtype=object), shape)
+    return ids, shape
+
+
+def forget_retain(store: str, forget_ids: list[str], pad_to_multiple: int = 1):
+    """Two Ray Datasets: the forget rows and the retain rows of the train table.
+
+    When the forget set will be sharded over N workers, it is padded with duplicates of
+    its first rows to a multiple of N: Ray Train's equal split would otherwise drop the
+    remainder, and a dropped forget row is a deletion never carried out.
+    """
+    import ray
+
+    ids = pa.array(sorted(set(forget_ids)), type=pa.string())
+
+    def keep(forget: bool):
+        def fn(batch: pa.Table) -> pa.Table:
+            hit = pc.is_in(batch.column("sample_id").cast(pa.string()), value_set=ids)
+            return batch.filter(hit if forget else pc.invert(hit))
+        return fn
+
+    ds = ray.data.read_parquet(_path(store, "train"))
+    forget = ds.map_batches(keep(True), batch_format="pyarrow", batch_size=None)
+    retain = ds.map_batches(keep(False), batch_format="pyarrow", batch_size=None)
+    pad = (-len(ids)) % pad_to_multiple
+    if pad:
+        forget = forget.union(forget.limit(pad))
+    return forget, retain
+
+
+def shard_to_tensors(shard, shape: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Read one worker's shard (a Ray DataIterator) into memory, ordered by sample id.
+
+    Ordering by id makes a run independent of the order Ray delivers blocks in, so one
+    worker reproduces the local loop exactly. Each worker holds only its own shard.
+    """
+    xs, ys, sids = [], [], []
+    for batch in shard.iter_batches(batch_size=8192, batch_format="pyarrow"):
+        feats = batch.column("features").combine_chunks()
+        d = int(np.prod(shape))
+        xs.append(feats.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, d))
+        ys.append(batch.column("label").to_numpy().astype(np.int64))
+        sids.append(np.asarray(batch.column("sample_id").to_pylist(), dtype=object))
+    if not ys:
+        return torch.empty(0, *shape, device=device), torch.empty(0, dtype=torch.long, device=device), np.array([], object)
+    x, y, s = np.concatenate(xs), np.concatenate(ys), np.concatenate(sids)
+    order = np.argsort(s.astype(str), kind="stable")
+    x_t = torch.from_numpy(x[order]).reshape(len(order), *shape).to(device)
+    return x_t, torch.from_numpy(y[order]).to(device), s[order]

@@ -1,0 +1,241 @@
+"""Ray Train at the edge: the same plain-PyTorch unlearning loop on N workers.
+
+The driver resolves the forget set, builds the two Ray Datasets (forget, retain) and a
+TorchTrainer whose train function calls `pipeline.unlearn.unlearn` with hooks for
+what distribution adds: a step count agreed by all workers, gradient averaging
+(`pipeline.collective`, inside the loop), checkpoints of the loop's whole state every
+epoch, resume after a lost worker, and the final model back to the driver.
+
+Data layout per worker, for a global forget batch Bf and retain batch Br:
+- retain: always sharded (Ray Train's equal split); each worker draws Br / N per step.
+- forget: replicated to every worker when it has fewer than N x Bf rows (sharding it
+  would leave workers less than one batch an epoch, or none: 3 samples on 8 workers);
+  then every worker uses the same Bf forget rows per step (same seed, same order). At
+  N x Bf rows or more it is sharded, and each worker draws Bf / N per step.
+Either way every worker takes ceil(n_forget / Bf) steps per epoch, and after each
+step's all-reduce all workers hold the same weights.
+
+LUR's lookahead uses each worker's own retain gradient (the outer gradient is then
+averaged): with one worker that is exactly the local loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+
+from pipeline import collective, loop_state
+from pipeline.config import UnlearnConfig
+from pipeline.errors import UserError
+from pipeline.models import build_model, save_checkpoint
+
+RESULT_JSON = "unlearn_result.json"
+
+
+@dataclass
+class RayOptions:
+    """How to run on Ray; none of it changes what the method computes."""
+
+    workers: int = 1
+    address: str | None = None  # None: $RAY_ADDRESS, else a local Ray started on first use
+    gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+    autocast_bf16: bool = False  # GPU only
+    max_failures: int = 0
+    storage_path: str | None = None  # default: $UNLEARN_HOME/ray_results
+    name: str | None = None
+    replicate_forget_below: int | None = None  # rows; default N x forget_batch
+    # Fault injection for tests, off by default: worker `fail_rank` exits at step `fail_at_step`, once.
+    fail_at_step: int | None = None
+    fail_rank: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def plan(n_forget: int, cfg: UnlearnConfig, opts: RayOptions) -> dict[str, Any]:
+    """Per-worker batch sizes, steps per epoch and the forget layout, checked up front."""
+    n = opts.workers
+    if n < 1:
+        raise UserError("--workers must be at least 1")
+    if cfg.retain_batch < n:
+        raise UserError(f"retain_batch {cfg.retain_batch} is smaller than --workers {n}: each worker needs a retain batch")
+    threshold = opts.replicate_forget_below if opts.replicate_forget_below is not None else n * cfg.forget_batch
+    replicate = n == 1 or n_forget < threshold
+    if not replicate and cfg.forget_batch < n:
+        raise UserError(f"forget_batch {cfg.forget_batch} is smaller than --workers {n}")
+    return {
+        "replicate_forget": replicate,
+        "forget_batch_per_worker": cfg.forget_batch if replicate else cfg.forget_batch // n,
+        "retain_batch_per_worker": cfg.retain_batch // n,
+        "steps_per_epoch": math.ceil(n_forget / cfg.forget_batch),
+        "n_forget": n_forget,
+        "pad_forget_to": 1 if replicate else n,
+    }
+
+
+def _fault_hook(config: dict[str, Any], rank: int):
+    at, marker = config.get("fail_at_step"), config.get("fail_marker")
+    if at is None or rank != config.get("fail_rank", 0):
+        return None
+
+    def on_step(step: int) -> None:
+        if step == at and not os.path.exists(marker):
+            Path(marker).touch()  # once: the restarted worker passes this step
+            os._exit(1)  # a hard crash, as a lost node looks to Ray Train
+
+    return on_step
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker. Plain PyTorch inside; Ray only for data, the
+    context and reporting."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    card, shape = config["card"], tuple(config["card"]["input_shape"])
+    torch.manual_seed(config["unlearn"]["seed"])
+    model = build_model(card["arch"], shape, card["num_classes"], **card["model_kwargs"])
+    model.load_state_dict(load_bytes(config["weights"]))
+    model.to(device)
+
+    from pipeline.ray_data import shard_to_tensors
+
+    xf, yf, _ = shard_to_tensors(ray.train.get_dataset_shard("forget"), shape, device)
+    xr, yr, _ = shard_to_tensors(ray.train.get_dataset_shard("retain"), shape, device)
+    p = config["plan"]
+    rows = collective.scalar_sum(len(yf), device) / (world if p["replicate_forget"] else 1)
+    if round(rows) < p["n_forget"]:
+        raise RuntimeError(f"forget rows lost in sharding: {rows} of {p['n_forget']}")
+    if len(yr) == 0:
+        raise RuntimeError(f"worker {rank} received no retain rows")
+
+    cfg = UnlearnConfig.from_dict({**config["unlearn"], "forget_batch": p["forget_batch_per_worker"],
+                                   "retain_batch": p["retain_batch_per_worker"]})
+    resume = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            resume = loop_state.load(d)
+
+    def on_epoch_end(epochs_done: int, state: dict[str, Any]) -> None:
+        divergence = collective.max_weight_divergence(model)
+        metrics = {"epoch": epochs_done, "step": state["meta"]["step"], "weight_divergence": divergence,
+                   "loss": float(sum(state["meta"]["result"]["losses"][-p["steps_per_epoch"]:]) / p["steps_per_epoch"])}
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as d:
+                loop_state.save(Path(d), state)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            ray.train.report(metrics)
+
+    from pipeline.unlearn import LoopHooks, unlearn
+
+    hooks = LoopHooks(
+        steps_per_epoch=p["steps_per_epoch"],
+        resume=resume,
+        on_epoch_end=on_epoch_end,
+        on_step=_fault_hook(config, rank),
+        autocast=torch.bfloat16 if config.get("autocast_bf16") and device.type == "cuda" else None,
+    )
+    result = unlearn(model, (xf, yf), (xr, yr), cfg, desc=f"{cfg.method}[{rank}]", hooks=hooks)
+    divergence = collective.max_weight_divergence(model)
+    sample_grads = collective.scalar_sum(result.sample_grads, device)
+    summary = {**result.summary(), "sample_grads": sample_grads, "conflict": result.conflict,
+               "weight_divergence": divergence, "workers": world, "resumed": resume is not None,
+               "forget_rows": round(rows)}
+    metrics = {"epoch": cfg.epochs, "final": True, "weight_divergence": divergence}
+    if rank == 0:
+        with tempfile.TemporaryDirectory() as d:
+            save_checkpoint(Path(d) / "model", model, card)
+            (Path(d) / RESULT_JSON).write_text(json.dumps(summary))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+    else:
+        ray.train.report(metrics)
+
+
+def unlearn_on_ray(model: torch.nn.Module, card: dict[str, Any], store: str, forget_ids: list[str],
+                   cfg: UnlearnConfig, opts: RayOptions, home: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Unlearn `forget_ids` from `model` on Ray; returns the unlearned model (on CPU) and
+    the run summary (loop seconds, sample-gradients, conflict telemetry, wall time)."""
+    import ray
+    import ray.train
+    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipeline.models import load_checkpoint
+    from pipeline.ray_data import forget_retain
+
+    p = plan(len(set(forget_ids)), cfg, opts)
+    wall = time.perf_counter()
+    connect(opts.address)
+    forget_ds, retain_ds = forget_retain(store, forget_ids, pad_to_multiple=p["pad_forget_to"])
+    storage = Path(opts.storage_path or Path(home) / "ray_results").resolve()
+    name = opts.name or f"unlearn-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    config = {
+        "card": card,
+        "weights": save_bytes({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}),
+        "unlearn": cfg.to_dict(),
+        "plan": p,
+        "autocast_bf16": opts.autocast_bf16,
+    }
+    if opts.fail_at_step is not None:
+        config.update(fail_at_step=opts.fail_at_step, fail_rank=opts.fail_rank,
+                      fail_marker=str(storage / f".{name}.fault-injected"))
+    storage.mkdir(parents=True, exist_ok=True)
+    resources = {"CPU": opts.cpus_per_worker, **({"GPU": opts.gpus_per_worker} if opts.gpu else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=opts.workers, use_gpu=opts.gpu, resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if opts.gpu else "gloo"),
+        datasets={"forget": forget_ds, "retain": retain_ds},
+        dataset_config=DataConfig(datasets_to_split=["retain"] if p["replicate_forget"] else ["retain", "forget"]),
+        run_config=RunConfig(name=name, storage_path=str(storage),
+                             failure_config=FailureConfig(max_failures=opts.max_failures)),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    with result.checkpoint.as_directory() as d:
+        if not (Path(d) / RESULT_JSON).exists():
+            raise RuntimeError(f"run {name} ended without its final checkpoint")
+        unlearned, _ = load_checkpoint(Path(d) / "model")
+        summary = json.loads((Path(d) / RESULT_JSON).read_text())
+    summary.update(plan=p, run_name=name, storage_path=str(storage), wall_seconds=time.perf_counter() - wall)
+    summary["conflict"] = [tuple(c) for c in summary["conflict"]]
+    return unlearned, summary
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at `address` (or $RAY_ADDRESS); without either, start a local one.
+
+    "local" rather than a bare init: a stale /tmp/ray/ray_current_cluster left by an
+    unstopped `ray start` would otherwise make Ray try to join a dead cluster.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False} if address == "local" else {}
+    if address == "local" and num_cpus:
+        kwargs["num_cpus"] = num_cpus
+    try:
+        ray.init(address=address, **kwargs)
+    except ConnectionError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {e}") from None
