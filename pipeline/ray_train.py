@@ -59,6 +59,10 @@ class RayOptions:
     # Fault injection for tests, off by default: worker `fail_rank` exits at step `fail_at_step`, once.
     fail_at_step: int | None = None
     fail_rank: int = 0
+    # Ray Train V2 registers a reported checkpoint when its controller next polls the
+    # workers (every 2 s): a worker lost sooner restarts without it. The injected
+    # failure waits this long first, so it tests resume rather than that race.
+    fail_delay_s: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,13 +88,14 @@ def plan(n_forget: int, cfg: UnlearnConfig, opts: RayOptions) -> dict[str, Any]:
 
 
 def _fault_hook(config: dict[str, Any], rank: int):
-    at, marker = config.get("fail_at_step"), config.get("fail_marker")
+    at, marker, delay = config.get("fail_at_step"), config.get("fail_marker"), config.get("fail_delay_s", 0.0)
     if at is None or rank != config.get("fail_rank", 0):
         return None
 
     def on_step(step: int) -> None:
         if step == at and not os.path.exists(marker):
             Path(marker).touch()  # once: the restarted worker passes this step
+            time.sleep(delay)
             os._exit(1)  # a hard crash, as a lost node looks to Ray Train
 
     return on_step
@@ -180,7 +185,11 @@ def unlearn_on_ray(model: torch.nn.Module, card: dict[str, Any], store: str, for
 
     p = plan(len(set(forget_ids)), cfg, opts)
     wall = time.perf_counter()
-    connect(opts.address)
+    # A local Ray advertises at least the workers' CPUs plus two: Ray Data's read tasks
+    # need a CPU the workers do not hold, or the run waits forever (FIELD-NOTES.md).
+    need = math.ceil(opts.workers * opts.cpus_per_worker)
+    connect(opts.address, num_cpus=max(os.cpu_count() or 1, need + 2))
+    check_resources(opts)
     forget_ds, retain_ds = forget_retain(store, forget_ids, pad_to_multiple=p["pad_forget_to"])
     storage = Path(opts.storage_path or Path(home) / "ray_results").resolve()
     name = opts.name or f"unlearn-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -192,7 +201,7 @@ def unlearn_on_ray(model: torch.nn.Module, card: dict[str, Any], store: str, for
         "autocast_bf16": opts.autocast_bf16,
     }
     if opts.fail_at_step is not None:
-        config.update(fail_at_step=opts.fail_at_step, fail_rank=opts.fail_rank,
+        config.update(fail_at_step=opts.fail_at_step, fail_rank=opts.fail_rank, fail_delay_s=opts.fail_delay_s,
                       fail_marker=str(storage / f".{name}.fault-injected"))
     storage.mkdir(parents=True, exist_ok=True)
     resources = {"CPU": opts.cpus_per_worker, **({"GPU": opts.gpus_per_worker} if opts.gpu else {})}
@@ -217,6 +226,20 @@ def unlearn_on_ray(model: torch.nn.Module, card: dict[str, Any], store: str, for
     summary.update(plan=p, run_name=name, storage_path=str(storage), wall_seconds=time.perf_counter() - wall)
     summary["conflict"] = [tuple(c) for c in summary["conflict"]]
     return unlearned, summary
+
+
+def check_resources(opts: RayOptions) -> None:
+    """Refuse a run the cluster can never schedule instead of waiting for it forever."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
+    if opts.workers * opts.cpus_per_worker + 1 > cpus:
+        raise UserError(f"{opts.workers} workers x {opts.cpus_per_worker} CPUs, plus one CPU for Ray Data, exceed the "
+                        f"cluster's {cpus:g} CPUs: use fewer --workers or a smaller --cpus-per-worker")
+    if opts.gpu and opts.workers * opts.gpus_per_worker > gpus:
+        raise UserError(f"{opts.workers} GPU workers need {opts.workers * opts.gpus_per_worker:g} GPUs; "
+                        f"the cluster has {gpus:g}")
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> None:

@@ -18,7 +18,7 @@ def unlearn(*args, home, timeout=300):
 def test_help_on_every_command(tmp_path):
     top = unlearn("--help", home=tmp_path)
     assert top.returncode == 0 and "bench" in top.stdout and "tune" in top.stdout
-    for cmd in ("bench", "tune", "report"):
+    for cmd in ("bench", "tune", "report", "forget"):
         r = unlearn(cmd, "--help", home=tmp_path)
         assert r.returncode == 0 and r.stdout.startswith(f"usage: unlearn {cmd}")
         assert cmd == "report" or "default:" in r.stdout
@@ -34,6 +34,14 @@ def test_help_on_every_command(tmp_path):
         (["bench", "--dataset", "parquet:/does/not/exist", "--out", "o"], "not found"),
         (["tune", "--dataset", "digits", "--holdout", "0", "--out", "o"], "holdout"),
         (["report", "nowhere"], "results.json not found"),
+        (["forget", "--dataset", "digits", "--out", "o"], "exactly one of"),
+        (["forget", "--dataset", "digits", "--samples", "digits-train-999999", "--out", "o"], "unknown sample ids"),
+        (["forget", "--dataset", "digits", "--subjects", "x", "--method", "magic", "--out", "o"], "unknown method"),
+        (["forget", "--dataset", "digits", "--subjects", "x", "--workers", "0", "--out", "o"], "at least 1"),
+        (["forget", "--dataset", "digits", "--subjects", "x", "--bf16", "--out", "o"], "needs --gpu"),
+        (["forget", "--dataset", "digits", "--subjects", "digits-train-subj-000001", "--from", "/nope", "--out", "o"],
+         "not a checkpoint"),
+        (["bench", "--dataset", "digits", "--engine", "ray", "--workers", "-1", "--out", "o"], "at least 1"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, match):
@@ -84,3 +92,26 @@ def test_tune_on_a_validation_split_picks_the_lowest_gap(tmp_path):
         trials = res["methods"][name]["trials"]
         assert len(trials) == 2  # the shipped digits grid has two points per method
         assert res["methods"][name]["best"]["gap"] == min(t["gap"] for t in trials)
+
+
+def test_forget_on_two_ray_workers_writes_a_checkpoint_with_lineage(tmp_path):
+    """`unlearn forget` as a user runs it: a local Ray, 2 workers, one person's samples."""
+    from pipeline.models import load_checkpoint
+
+    out = tmp_path / "forgot"
+    r = unlearn("forget", "--dataset", "digits", "--subjects", "digits-train-subj-000001,digits-train-subj-000002",
+                "--method", "lur", "--workers", "2", "--out", str(out), home=tmp_path / "home", timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    model, card = load_checkpoint(out / "model")
+    lineage = card["lineage"]
+    assert lineage["method"] == "lur" and lineage["forget_count"] == 6 and lineage["parent"]["original"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"UA", "RA", "TA", "MIA", "seconds", "wall_seconds", "conflict"} <= set(metrics)
+    assert metrics["workers"] == 2 and metrics["plan"]["replicate_forget"]  # 6 samples: replicated, not split
+    assert metrics["weight_divergence"] == 0.0
+    assert metrics["RA"] > 90  # forgetting 6 samples keeps the rest
+    # Starting from the written checkpoint works too (a second deletion on top of the first).
+    again = unlearn("forget", "--dataset", "digits", "--samples", "digits-train-000100", "--method", "finetune",
+                    "--from", str(out / "model"), "--out", str(tmp_path / "again"), home=tmp_path / "home", timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "again" / "model")[1]["lineage"]["parent"]["checkpoint"] == str(out / "model")

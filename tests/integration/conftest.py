@@ -1,0 +1,34 @@
+"""One local Ray for every integration test (start-up costs seconds and ~1 GB).
+
+Logical CPUs are over-subscribed (4 on a 2-core machine): two one-CPU Train workers
+plus the Train controller would otherwise leave Ray Data no CPU for its read tasks,
+and the run would wait forever (FIELD-NOTES.md).
+"""
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
+os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION", "0")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+             object_store_memory=512 * 1024 * 1024)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def digits_home(tmp_path_factory):
+    """The digits sample store, ingested once."""
+    from pipeline.problem import load_store
+
+    home = tmp_path_factory.mktemp("home")
+    load_store("digits", home)
+    return home
