@@ -10,8 +10,15 @@ statistics) are averaged too, so all workers end every step with identical state
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
+
+# The differentiable all_reduce below is deprecated in favour of a private module
+# (torch.distributed._functional_collectives) whose autograd support is not public.
+# It works, twice-differentiably; say so once instead of on every forward.
+warnings.filterwarnings("ignore", message="torch.distributed.nn.functional.all_reduce is deprecated")
 
 
 def world_size() -> int:
@@ -71,3 +78,57 @@ def max_weight_divergence(model: torch.nn.Module) -> float:
     diff = (flat - ref).abs().max().reshape(1)
     dist.all_reduce(diff, op=dist.ReduceOp.MAX)
     return float(diff.item())
+
+
+class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics cover the global batch, on CPU (gloo) and GPU.
+
+    With per-worker statistics, N workers normalise each half (third, ...) of a batch on
+    its own, which is not the computation one worker does on the whole batch: measured
+    on Fashion-MNIST, NegGrad+ on 2 workers forgot 2.4 points more UA than on 1. torch's
+    SyncBatchNorm does this on GPUs only; this one sums per-channel count, sum and sum of
+    squares with `torch.distributed.nn.functional.all_reduce`, which is differentiable
+    (twice: second-order LUR differentiates through it). In eval mode it is plain
+    BatchNorm on the running statistics, which it updates with the global ones.
+    """
+
+    def _check_input_dim(self, input):  # any (N, C, ...) input
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input, got {input.dim()}D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or world_size() == 1:
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = [0] + list(range(2, x.dim()))
+        count = torch.full((1,), x.numel() / x.shape[1], dtype=x.dtype, device=x.device)
+        stats = all_reduce(torch.cat([count, x.sum(dims), (x * x).sum(dims)]))
+        n, total, total_sq = stats[0], stats[1 : 1 + x.shape[1]], stats[1 + x.shape[1] :]
+        mean = total / n
+        var = (total_sq / n - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                self.running_mean.mul_(1 - m).add_(m * mean.detach())
+                self.running_var.mul_(1 - m).add_(m * (var.detach() * n / (n - 1).clamp_min(1)))
+                self.num_batches_tracked.add_(1)
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
+def convert_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Swap every BatchNorm for GlobalBatchNorm in place, keeping weights and statistics
+    (the state-dict keys are unchanged, so checkpoints load either way)."""
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(child, GlobalBatchNorm):
+            new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                  child.track_running_stats).to(next(child.buffers()).device)
+            new.load_state_dict(child.state_dict())
+            setattr(module, name, new)
+        else:
+            convert_batchnorm(child)
+    return module

@@ -114,6 +114,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(config["unlearn"]["seed"])
     model = build_model(card["arch"], shape, card["num_classes"], **card["model_kwargs"])
     model.load_state_dict(load_bytes(config["weights"]))
+    if world > 1:  # BatchNorm over the global batch, as one worker would compute it
+        collective.convert_batchnorm(model)
     model.to(device)
 
     from pipeline.ray_data import shard_to_tensors
@@ -160,7 +162,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     sample_grads = collective.scalar_sum(result.sample_grads, device)
     summary = {**result.summary(), "sample_grads": sample_grads, "conflict": result.conflict,
                "weight_divergence": divergence, "workers": world, "resumed": resume is not None,
-               "forget_rows": round(rows)}
+               "forget_rows": round(rows), "retain_rows": round(collective.scalar_sum(len(yr), device)),
+               "distinct_retain_rows": None}
     metrics = {"epoch": cfg.epochs, "final": True, "weight_divergence": divergence}
     if rank == 0:
         with tempfile.TemporaryDirectory() as d:

@@ -58,10 +58,10 @@ def main() -> None:
     m = torch.from_numpy(mask)
     forget, retain, ids = (x[m], y[m]), (x[~m], y[~m]), train.sample_ids[mask].tolist()
     per_step = ucfg.forget_batch + ucfg.retain_batch
-    connect(None)
+    workers = [int(w) for w in args.workers.split(",")]
+    connect(None, num_cpus=max(os.cpu_count() or 1, max(workers) + 2))  # Ray Data needs a CPU beside the workers
 
     rows: dict[str, list[tuple[float, float]]] = {}
-    workers = [int(w) for w in args.workers.split(",")]
     for rep in range(args.repeats):
         t = time.perf_counter()
         r = unlearn(copy.deepcopy(model), forget, retain, ucfg)
