@@ -50,8 +50,8 @@ bench-ray-overhead: venv
 # The same benchmark on 1 and 2 Ray workers (class forgetting: its metrics are stable
 # under batch order, so a 1-vs-2 difference means something; see README).
 bench-ray-workers: venv
-	$(BIN)/unlearn bench --dataset fashion-mnist --forget class:3 --methods lur,random_label --engine ray --workers 1 --out out/fm-class-ray1
-	$(BIN)/unlearn bench --dataset fashion-mnist --forget class:3 --methods lur,random_label --engine ray --workers 2 --out out/fm-class-ray2
+	$(BIN)/unlearn bench --dataset fashion-mnist --forget class:3 --methods lur,random_label --engine ray --workers 1 --seeds 0,1,2 --out out/fm-class-ray1
+	$(BIN)/unlearn bench --dataset fashion-mnist --forget class:3 --methods lur,random_label --engine ray --workers 2 --seeds 0,1,2 --out out/fm-class-ray2
 
 # ResNet-18 on synthetic CIFAR-shaped data on a GPU machine (1 and N workers when Ray is there).
 gpu-check:

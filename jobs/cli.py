@@ -37,6 +37,7 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
     g.add_argument("--gpu", action="store_true", help="one GPU per worker, NCCL; CPU workers use gloo")
     g.add_argument("--cpus-per-worker", type=float, default=1.0, help="logical CPUs each worker reserves")
+    g.add_argument("--gpus-per-worker", type=float, default=1.0, help="GPUs each worker reserves with --gpu (0.5 packs two)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (with --gpu)")
     g.add_argument("--max-failures", type=int, default=2, help="worker failures to survive by resuming from the last epoch")
     g.add_argument("--replicate-forget-below", type=int, default=None,
@@ -50,9 +51,12 @@ def ray_options(args: argparse.Namespace):
         raise UserError("--workers must be at least 1")
     if args.bf16 and not args.gpu:
         raise UserError("--bf16 needs --gpu: bfloat16 autocast is for GPU workers")
+    if args.cpus_per_worker <= 0 or args.gpus_per_worker <= 0:
+        raise UserError("--cpus-per-worker and --gpus-per-worker must be positive")
     if args.max_failures < 0:
         raise UserError("--max-failures must not be negative")
     return RayOptions(workers=args.workers, address=args.address, gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
+                      gpus_per_worker=args.gpus_per_worker,
                       autocast_bf16=args.bf16, max_failures=args.max_failures,
                       replicate_forget_below=args.replicate_forget_below)
 
@@ -85,6 +89,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from pipeline.devices import resolve_device
 
     device = resolve_device(args.device)
+    if args.engine == "local" and (args.workers != 1 or args.gpu or args.address):
+        raise UserError("--workers, --gpu and --address run on Ray: add --engine ray")
     ray_opts = ray_options(args) if args.engine == "ray" else None
     run_bench(args.dataset, args.forget, methods, parse_seeds(args.seeds), Path(args.out), home(),
               Path(args.config) if args.config else None, device=device, ray_opts=ray_opts)

@@ -42,6 +42,8 @@ def test_help_on_every_command(tmp_path):
         (["forget", "--dataset", "digits", "--subjects", "digits-train-subj-000001", "--from", "/nope", "--out", "o"],
          "not a checkpoint"),
         (["bench", "--dataset", "digits", "--engine", "ray", "--workers", "-1", "--out", "o"], "at least 1"),
+        (["bench", "--dataset", "digits", "--workers", "2", "--out", "o"], "add --engine ray"),
+        (["forget", "--dataset", "digits", "--subjects", "x", "--cpus-per-worker", "0", "--out", "o"], "must be positive"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, match):
