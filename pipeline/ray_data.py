@@ -2,54 +2,20 @@
 by sample ids, and turn a worker's shard into tensors for the plain loop.
 
 The store may be a local directory or any pyarrow filesystem URI (s3://, gs://,
-hdfs://): `train.parquet` inside it is read by Ray Data's parallel readers.
+hdfs://): `train.parquet` inside it is read by Ray Data's parallel readers. The forget
+ids are resolved on the driver (pipeline.datasets.select_forget).
 """
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
-
-from pipeline.datasets.readers import Split
-from pipeline.datasets.store import SHAPE_KEY
-from pipeline.errors import UserError
-
-ID_COLUMNS = ["sample_id", "subject_id", "label"]
 
 
 def _path(store: str, table: str) -> str:
     return f"{str(store).rstrip('/')}/{table}.parquet"
-
-
-def read_ids(store: str, table: str = "train") -> tuple[Split, tuple[int, ...]]:
-    """The store's ids and labels only (no features): enough to resolve a forget spec."""
-    import pyarrow.fs as pafs
-
-    path = _path(store, table)
-    try:
-        fs, inner = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
-        schema = pq.read_schema(inner, filesystem=fs)
-        missing = [c for c in ID_COLUMNS if c not in schema.names]
-        if missing:
-            raise UserError(f"{path}: the Ray engine needs columns {missing}: write the store with sample and subject ids")
-        t = pq.read_table(inner, columns=ID_COLUMNS, filesystem=fs)
-        meta = schema.metadata or {}
-        if SHAPE_KEY in meta:
-            shape = tuple(int(s) for s in json.loads(meta[SHAPE_KEY]))
-        else:  # a flat vector: its length is that of any row
-            first = pq.ParquetFile(inner, filesystem=fs).read_row_group(0, columns=["features"]).column(0)
-            shape = (len(first[0]),)
-    except (FileNotFoundError, pa.ArrowInvalid, OSError) as e:
-        raise UserError(f"cannot read {path}: {e}") from None
-    ids = Split(np.empty((t.num_rows, 0), np.float32), t.column("label").to_numpy().astype(np.int64),
-                np.asarray(t.column("sample_id").to_pylist(), dtype=object),
-                np.asarray(t.column("subject_id").to_pylist(), dtype=object), shape)
-    return ids, shape
 
 
 def forget_retain(store: str, forget_ids: list[str], pad_to_multiple: int = 1):

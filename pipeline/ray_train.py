@@ -26,7 +26,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,6 @@ class RayOptions:
     # workers (every 2 s): a worker lost sooner restarts without it. The injected
     # failure waits this long first, so it tests resume rather than that race.
     fail_delay_s: float = 5.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def plan(n_forget: int, cfg: UnlearnConfig, opts: RayOptions) -> dict[str, Any]:
@@ -162,8 +161,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     sample_grads = collective.scalar_sum(result.sample_grads, device)
     summary = {**result.summary(), "sample_grads": sample_grads, "conflict": result.conflict,
                "weight_divergence": divergence, "workers": world, "resumed": resume is not None,
-               "forget_rows": round(rows), "retain_rows": round(collective.scalar_sum(len(yr), device)),
-               "distinct_retain_rows": None}
+               "forget_rows": round(rows), "retain_rows": round(collective.scalar_sum(len(yr), device))}
     metrics = {"epoch": cfg.epochs, "final": True, "weight_divergence": divergence}
     if rank == 0:
         with tempfile.TemporaryDirectory() as d:
@@ -178,8 +176,6 @@ def unlearn_on_ray(model: torch.nn.Module, card: dict[str, Any], store: str, for
                    cfg: UnlearnConfig, opts: RayOptions, home: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Unlearn `forget_ids` from `model` on Ray; returns the unlearned model (on CPU) and
     the run summary (loop seconds, sample-gradients, conflict telemetry, wall time)."""
-    import ray
-    import ray.train
     from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
