@@ -119,6 +119,127 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def deployment() -> "Home":
+    from pipeline.home import Home
+
+    return Home.from_env()
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from jobs.bench import default_config_path
+    from jobs.init import run_init
+
+    config = Path(args.config) if args.config else default_config_path(args.dataset)
+    run_init(deployment(), args.dataset, ray_options(args), config, args.seed)
+    return 0
+
+
+def _ledger():
+    from pipeline.ledger import Ledger
+
+    home = deployment()
+    home.state()  # a clear error when `unlearn init` has not run here
+    return Ledger(home.ledger_url)
+
+
+def cmd_request_add(args: argparse.Namespace) -> int:
+    import json
+
+    samples = None
+    if args.samples is not None:
+        samples = [s.strip() for s in args.samples.split(",")]
+        if any(not s for s in samples):
+            raise UserError("--samples has an empty id (two commas in a row, or a trailing comma)")
+    req, created = _ledger().add(subject_id=args.subject, sample_ids=samples, reason=args.reason,
+                                 idempotency_key=args.key)
+    if args.json:
+        print(json.dumps({**req, "created": created}, indent=2))
+    else:
+        state = "queued" if created else "already known"
+        print(f"{req['request_id']}  {req['status']}  ({state})" +
+              (f": {req['status_reason']}" if req["status"] == "rejected" else ""))
+    return 0
+
+
+def cmd_request_list(args: argparse.Namespace) -> int:
+    import json
+
+    rows = _ledger().list(args.status)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'request':<22} {'status':<9} {'version':>7}  {'received':<26} what")
+    for r in rows:
+        what = f"subject {r['subject_id']}" if r["subject_id"] else f"{len(r['sample_ids'])} samples"
+        extra = f"  ({r['status_reason']})" if r["status_reason"] else ""
+        print(f"{r['request_id']:<22} {r['status']:<9} {r['model_version'] or '-':>7}  {r['received_at']:<26} {what}{extra}")
+    print(f"{len(rows)} request(s)")
+    return 0
+
+
+def cmd_nightly(args: argparse.Namespace) -> int:
+    import yaml
+
+    from jobs.nightly import NightlyConfig, run_nightly
+
+    data: dict = {}
+    if args.config:
+        try:
+            data = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise UserError(f"cannot read --config {args.config}: {e}") from None
+    cfg = NightlyConfig.from_dict(data, args.config or "nightly config")
+    from pipeline.methods import METHODS, ORACLE
+
+    if args.method:
+        if args.method not in METHODS or args.method == ORACLE:
+            raise UserError(f"unknown unlearning method {args.method!r}; choose from "
+                            f"{', '.join(m for m in METHODS if m != ORACLE)}")
+        cfg.method = args.method
+    for flag, attr in (("max_ta_drop", "max_ta_drop"), ("max_ra_drop", "max_ra_drop"),
+                       ("forget_margin", "forget_margin")):
+        if getattr(args, flag) is not None:
+            setattr(cfg.gates, attr, getattr(args, flag))
+    if args.retrain_after is not None:
+        cfg.retrain.after_rounds = args.retrain_after
+    if args.grace_days is not None:
+        cfg.grace_days = args.grace_days
+    out = run_nightly(deployment(), cfg, ray_options(args))
+    return 3 if out.get("state") == "failed" else 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    import json
+
+    from jobs.versions import audit_record, format_audit
+
+    record = audit_record(_ledger(), args.request_id)
+    print(json.dumps(record, indent=2) if args.json else format_audit(record))
+    return 0
+
+
+def _registry():
+    from pipeline.registry import Registry
+
+    home = deployment()
+    state = home.state()
+    return Registry(home.tracking_uri, state["model_name"], home.artifacts)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from jobs.versions import rollback
+
+    rollback(_ledger(), _registry(), args.to, args.force)
+    return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    from jobs.versions import format_versions
+
+    print(format_versions(_registry(), _ledger()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="unlearn",
@@ -181,6 +302,73 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="output directory: model/ (safetensors + card) and metrics.json")
     add_ray_args(f)
     f.set_defaults(func=cmd_forget)
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    i = sub.add_parser("init", help="ingest a dataset, train the original model on Ray, register it as v1 @champion",
+                       formatter_class=fmt,
+                       description="Set up $UNLEARN_HOME: the Parquet store, the ledger, MLflow (SQLite by default) "
+                                   "and version 1 of the model, trained on Ray Train, as the champion.")
+    i.add_argument("--dataset", required=True, help="fashion-mnist, digits or parquet:DIR")
+    i.add_argument("--config", default=None, help="train/method config YAML (default: the shipped one for the dataset)")
+    i.add_argument("--seed", type=int, default=0, help="training seed")
+    add_ray_args(i)
+    i.set_defaults(func=cmd_init)
+
+    rq = sub.add_parser("request", help="queue and list deletion requests (the ledger)", formatter_class=fmt,
+                        description="Deletion requests in the ledger: pending -> applied -> served -> purged, "
+                                    "or rejected with a reason.")
+    rsub = rq.add_subparsers(dest="request_command", required=True, metavar="ACTION")
+    ra = rsub.add_parser("add", help="queue a deletion of a subject's data or of sample ids", formatter_class=fmt,
+                         description="Queue a deletion request. The same request twice (same idempotency key) "
+                                     "returns the first.")
+    who = ra.add_mutually_exclusive_group(required=True)
+    who.add_argument("--subject", help="a subject id: every sample this person owns")
+    who.add_argument("--samples", help="comma-separated sample ids")
+    ra.add_argument("--reason", default=None, help="free text kept with the request (e.g. GDPR Art. 17)")
+    ra.add_argument("--key", default=None, help="idempotency key (default: derived from the subject or the id set)")
+    ra.add_argument("--json", action="store_true", help="print the request as JSON")
+    ra.set_defaults(func=cmd_request_add)
+    rl = rsub.add_parser("list", help="list requests", formatter_class=fmt, description="List deletion requests.")
+    rl.add_argument("--status", default=None, help="only this status: pending, applied, served, purged, rejected")
+    rl.add_argument("--json", action="store_true", help="print JSON")
+    rl.set_defaults(func=cmd_request_list)
+
+    n = sub.add_parser("nightly", help="forget every pending request: unlearn on Ray, gate, register, purge",
+                       formatter_class=fmt,
+                       description="One batch: lock, resolve pending requests, unlearn from the champion on Ray, "
+                                   "evaluate against the parent, gate, register in MLflow and move the champion, "
+                                   "purge the samples, write audit records. Safe to re-run after a crash. "
+                                   "Exit code 3 when a gate fails.")
+    n.add_argument("--method", default=None, help="unlearning method (default: lur, or the --config file's)")
+    n.add_argument("--config", default=None, help="nightly YAML: method, gates, retrain policy, grace_days")
+    n.add_argument("--max-ta-drop", type=float, default=None, help="gate: test-accuracy points the new version may lose vs its parent (default 1.0)")
+    n.add_argument("--max-ra-drop", type=float, default=None, help="gate: retain-accuracy points it may lose (default 2.0)")
+    n.add_argument("--forget-margin", type=float, default=None, help="gate: forget accuracy may exceed TA by this (default 5.0, plus a small-sample allowance)")
+    n.add_argument("--retrain-after", type=int, default=None, help="retrain from scratch after this many unlearning rounds (default 5)")
+    n.add_argument("--grace-days", type=float, default=None, help="days before weights still containing purged data are deleted (default 7)")
+    add_ray_args(n)
+    n.set_defaults(func=cmd_nightly)
+
+    a = sub.add_parser("audit", help="print a deletion request's audit record", formatter_class=fmt,
+                       description="When the request was received, the version that first excluded it, when that "
+                                   "version was served, when its samples were purged, and how the version scores "
+                                   "on them.")
+    a.add_argument("request_id", help="the request id (del-...)")
+    a.add_argument("--json", action="store_true", help="print JSON")
+    a.set_defaults(func=cmd_audit)
+
+    rb = sub.add_parser("rollback", help="point champion at an older version (never one holding purged data, unless forced)",
+                        formatter_class=fmt,
+                        description="Move the champion alias back. A version that still contains the data of "
+                                    "purged requests is refused unless --force, and forcing is recorded in those "
+                                    "requests' audit records.")
+    rb.add_argument("--to", type=int, default=None, help="version to serve (default: the champion's parent)")
+    rb.add_argument("--force", action="store_true", help="allow a version that contains purged data")
+    rb.set_defaults(func=cmd_rollback)
+
+    v = sub.add_parser("versions", help="list registered versions with lineage and what they contain",
+                       formatter_class=fmt, description="Every registered version: parent, method, requests, metrics.")
+    v.set_defaults(func=cmd_versions)
     return p
 
 

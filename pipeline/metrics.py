@@ -38,14 +38,8 @@ def true_class_confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndar
     return np.nan_to_num(conf, nan=0.0)  # a diverged model (NaN logits) is scored, not crashed on
 
 
-def mia_efficacy(
-    conf_retain: np.ndarray,
-    conf_test: np.ndarray,
-    conf_forget: np.ndarray,
-    max_per_class: int = 5000,
-    seed: int = 0,
-) -> float:
-    """100 x share of forget samples a member/non-member SVC labels non-member.
+def mia_classifier(conf_retain: np.ndarray, conf_test: np.ndarray, max_per_class: int = 5000, seed: int = 0):
+    """The member/non-member SVC of MIA-Efficacy, fitted once (it can score many forget sets).
 
     Members and non-members are balanced by subsampling both to the smaller count
     (capped at `max_per_class`: an rbf SVC is quadratic in samples, and 5k per class
@@ -55,14 +49,33 @@ def mia_efficacy(
 
     rng = np.random.default_rng(seed)
     n = min(len(conf_retain), len(conf_test), max_per_class)
-    if n == 0 or len(conf_forget) == 0:
-        raise ValueError("MIA needs retain, test and forget samples")
+    if n == 0:
+        raise ValueError("MIA needs retain and test samples")
     r = rng.choice(conf_retain, n, replace=False)
     t = rng.choice(conf_test, n, replace=False)
     x = np.concatenate([r, t])[:, None]
     y = np.concatenate([np.ones(n), np.zeros(n)])
-    clf = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
+    return SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
+
+
+def mia_score(clf, conf_forget: np.ndarray) -> float:
+    """100 x share of `conf_forget` the fitted classifier labels non-member."""
+    if len(conf_forget) == 0:
+        raise ValueError("MIA needs forget samples")
     return 100.0 * float((clf.predict(np.asarray(conf_forget)[:, None]) == 0).mean())
+
+
+def mia_efficacy(
+    conf_retain: np.ndarray,
+    conf_test: np.ndarray,
+    conf_forget: np.ndarray,
+    max_per_class: int = 5000,
+    seed: int = 0,
+) -> float:
+    """100 x share of forget samples a member/non-member SVC labels non-member."""
+    if len(conf_forget) == 0:
+        raise ValueError("MIA needs retain, test and forget samples")
+    return mia_score(mia_classifier(conf_retain, conf_test, max_per_class, seed), conf_forget)
 
 
 def evaluate(model: nn.Module, forget, retain, test, seed: int = 0) -> dict[str, float]:

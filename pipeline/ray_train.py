@@ -172,23 +172,55 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ray.train.report(metrics)
 
 
-def unlearn_on_ray(model: torch.nn.Module, card: dict[str, Any], store: str, forget_ids: list[str],
-                   cfg: UnlearnConfig, opts: RayOptions, home: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Unlearn `forget_ids` from `model` on Ray; returns the unlearned model (on CPU) and
-    the run summary (loop seconds, sample-gradients, conflict telemetry, wall time)."""
+def _fit_trainer(fn, config: dict[str, Any], datasets: dict[str, Any], split: list[str], opts: RayOptions,
+                 storage: Path, name: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Run `fn` on the worker group and read back the final checkpoint (model + summary)."""
     from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from pipeline.models import load_checkpoint
-    from pipeline.ray_data import forget_retain
 
-    p = plan(len(set(forget_ids)), cfg, opts)
-    wall = time.perf_counter()
+    storage.mkdir(parents=True, exist_ok=True)
+    resources = {"CPU": opts.cpus_per_worker, **({"GPU": opts.gpus_per_worker} if opts.gpu else {})}
+    trainer = TorchTrainer(
+        fn,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=opts.workers, use_gpu=opts.gpu, resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if opts.gpu else "gloo"),
+        datasets=datasets,
+        dataset_config=DataConfig(datasets_to_split=split),
+        run_config=RunConfig(name=name, storage_path=str(storage),
+                             failure_config=FailureConfig(max_failures=opts.max_failures)),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    with result.checkpoint.as_directory() as d:
+        if not (Path(d) / RESULT_JSON).exists():
+            raise RuntimeError(f"run {name} ended without its final checkpoint")
+        model, _ = load_checkpoint(Path(d) / "model")
+        summary = json.loads((Path(d) / RESULT_JSON).read_text())
+    summary.update(run_name=name, storage_path=str(storage))
+    return model, summary
+
+
+def _connect_for(opts: RayOptions) -> None:
     # A local Ray advertises at least the workers' CPUs plus two: Ray Data's read tasks
     # need a CPU the workers do not hold, or the run waits forever (FIELD-NOTES.md).
     need = math.ceil(opts.workers * opts.cpus_per_worker)
     connect(opts.address, num_cpus=max(os.cpu_count() or 1, need + 2))
     check_resources(opts)
+
+
+def unlearn_on_ray(model: torch.nn.Module, card: dict[str, Any], store: str, forget_ids: list[str],
+                   cfg: UnlearnConfig, opts: RayOptions, home: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Unlearn `forget_ids` from `model` on Ray; returns the unlearned model (on CPU) and
+    the run summary (loop seconds, sample-gradients, conflict telemetry, wall time)."""
+    from pipeline.ray_data import forget_retain
+
+    p = plan(len(set(forget_ids)), cfg, opts)
+    wall = time.perf_counter()
+    _connect_for(opts)
     forget_ds, retain_ds = forget_retain(store, forget_ids, pad_to_multiple=p["pad_forget_to"])
     storage = Path(opts.storage_path or Path(home) / "ray_results").resolve()
     name = opts.name or f"unlearn-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -202,29 +234,71 @@ def unlearn_on_ray(model: torch.nn.Module, card: dict[str, Any], store: str, for
     if opts.fail_at_step is not None:
         config.update(fail_at_step=opts.fail_at_step, fail_rank=opts.fail_rank, fail_delay_s=opts.fail_delay_s,
                       fail_marker=str(storage / f".{name}.fault-injected"))
-    storage.mkdir(parents=True, exist_ok=True)
-    resources = {"CPU": opts.cpus_per_worker, **({"GPU": opts.gpus_per_worker} if opts.gpu else {})}
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=opts.workers, use_gpu=opts.gpu, resources_per_worker=resources),
-        torch_config=TorchConfig(backend="nccl" if opts.gpu else "gloo"),
-        datasets={"forget": forget_ds, "retain": retain_ds},
-        dataset_config=DataConfig(datasets_to_split=["retain"] if p["replicate_forget"] else ["retain", "forget"]),
-        run_config=RunConfig(name=name, storage_path=str(storage),
-                             failure_config=FailureConfig(max_failures=opts.max_failures)),
-    )
-    result = trainer.fit()
-    if result.error:
-        raise result.error
-    with result.checkpoint.as_directory() as d:
-        if not (Path(d) / RESULT_JSON).exists():
-            raise RuntimeError(f"run {name} ended without its final checkpoint")
-        unlearned, _ = load_checkpoint(Path(d) / "model")
-        summary = json.loads((Path(d) / RESULT_JSON).read_text())
-    summary.update(plan=p, run_name=name, storage_path=str(storage), wall_seconds=time.perf_counter() - wall)
+    unlearned, summary = _fit_trainer(train_loop_per_worker, config, {"forget": forget_ds, "retain": retain_ds},
+                                      ["retain"] if p["replicate_forget"] else ["retain", "forget"], opts, storage, name)
+    summary.update(plan=p, wall_seconds=time.perf_counter() - wall)
     summary["conflict"] = [tuple(c) for c in summary["conflict"]]
     return unlearned, summary
+
+
+def fit_loop_per_worker(config: dict[str, Any]) -> None:
+    """Supervised training on every Ray Train worker: the original model, and the retrain
+    fallback of the nightly batch. The same plain `pipeline.train.fit` as the local path;
+    with N workers each draws batch/N rows of its shard per step and gradients are averaged."""
+    import ray.train
+    import ray.train.torch
+
+    from pipeline.config import TrainConfig
+    from pipeline.ray_data import shard_to_tensors
+    from pipeline.train import fit
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    card, shape = config["card"], tuple(config["card"]["input_shape"])
+    cfg = TrainConfig.from_dict(config["train"])
+    torch.manual_seed(cfg.seed)  # the same initial weights on every worker
+    model = build_model(card["arch"], shape, card["num_classes"], **card["model_kwargs"])
+    if world > 1:
+        collective.convert_batchnorm(model)
+    model.to(device)
+    x, y, _ = shard_to_tensors(ray.train.get_dataset_shard("train"), shape, device)
+    rows = round(collective.scalar_sum(len(y), device))
+    if rows != config["rows"] or len(y) == 0:
+        raise RuntimeError(f"train rows lost in sharding: {rows} of {config['rows']} (worker {rank} has {len(y)})")
+    steps = math.ceil(rows / cfg.batch_size)
+    cost = fit(model, x, y, cfg, desc=f"train[{rank}]", steps_per_epoch=steps if world > 1 else None,
+               batch_size=cfg.batch_size // world, after_backward=collective.sync_step if world > 1 else None)
+    summary = {**cost, "sample_grads": collective.scalar_sum(cost["sample_grads"], device), "workers": world,
+               "rows": rows, "weight_divergence": collective.max_weight_divergence(model)}
+    if rank == 0:
+        with tempfile.TemporaryDirectory() as d:
+            save_checkpoint(Path(d) / "model", model, card)
+            (Path(d) / RESULT_JSON).write_text(json.dumps(summary))
+            ray.train.report({"final": True}, checkpoint=ray.train.Checkpoint.from_directory(d))
+    else:
+        ray.train.report({"final": True})
+
+
+def train_on_ray(card: dict[str, Any], store: str, exclude_ids: list[str], train_cfg, opts: RayOptions, home: Path,
+                 rows: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train a fresh model of `card` on the store's train rows minus `exclude_ids`.
+
+    `rows` is the number of rows that must arrive (checked on the workers). No mid-run
+    checkpoints: a lost worker restarts training from the beginning."""
+    from pipeline.ray_data import forget_retain
+
+    if train_cfg.batch_size < opts.workers:
+        raise UserError(f"batch_size {train_cfg.batch_size} is smaller than --workers {opts.workers}")
+    wall = time.perf_counter()
+    _connect_for(opts)
+    _, retain_ds = forget_retain(store, exclude_ids)
+    storage = Path(opts.storage_path or Path(home) / "ray_results").resolve()
+    name = opts.name or f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    config = {"card": card, "train": train_cfg.to_dict(), "rows": rows}
+    model, summary = _fit_trainer(fit_loop_per_worker, config, {"train": retain_ds}, ["train"], opts, storage, name)
+    summary["wall_seconds"] = time.perf_counter() - wall
+    return model, summary
 
 
 def check_resources(opts: RayOptions) -> None:

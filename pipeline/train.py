@@ -7,7 +7,7 @@ memorises its train set the way the field's originals do.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -29,11 +29,21 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, desc: str = "train") -> dict[str, Any]:
-    """Train `model` in place; return wall seconds and sample-gradients computed."""
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, desc: str = "train",
+        steps_per_epoch: int | None = None, batch_size: int | None = None,
+        after_backward: Callable[[nn.Module], None] | None = None) -> dict[str, Any]:
+    """Train `model` in place; return wall seconds and sample-gradients computed.
+
+    On Ray Train workers (pipeline.ray_train) every worker holds a shard of a different
+    size, so the caller fixes the step count (from the global row count) and the
+    per-worker batch, batches wrap around the shard, and `after_backward` averages the
+    gradients across workers before each step.
+    """
     gen = seed_everything(cfg.seed)
     n = len(y)
-    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
+    wrap = steps_per_epoch is not None
+    batch = batch_size or cfg.batch_size
+    steps_per_epoch = steps_per_epoch or (n + batch - 1) // batch
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     model.train()
@@ -42,10 +52,12 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, de
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
         for i in range(steps_per_epoch):
-            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            idx = perm[(i * batch + torch.arange(batch)) % n] if wrap else perm[i * batch : (i + 1) * batch]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if after_backward is not None:
+                after_backward(model)
             opt.step()
             sched.step()
             grads += len(idx)

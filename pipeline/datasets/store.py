@@ -139,3 +139,31 @@ def read_store(directory: Path) -> tuple[Split, Split]:
     if train.shape != test.shape:
         raise UserError(f"{directory}: train samples have shape {train.shape} but test samples {test.shape}")
     return train, test
+
+
+def snapshot_id(sample_ids) -> str:
+    """Names one state of the store's train table: a hash of its sample ids, in order."""
+    import hashlib
+
+    return hashlib.sha256("\0".join(map(str, sample_ids)).encode()).hexdigest()[:16]
+
+
+def purge_samples(directory: Path, sample_ids: set[str]) -> dict[str, int]:
+    """Delete rows by sample id from train.parquet and test.parquet.
+
+    Each table is rewritten without the rows into a temp file, fsynced and renamed over
+    the old one, so a reader sees the old snapshot or the new one, never half of each;
+    the old file is unlinked by the rename. Running it again removes nothing more.
+    """
+    removed = {}
+    value_set = pa.array(sorted(sample_ids), type=pa.string())
+    for name in ("train", "test"):
+        path = Path(directory) / f"{name}.parquet"
+        table = pq.read_table(path)
+        hit = pc.is_in(table.column("sample_id").cast(pa.string()), value_set=value_set)
+        n = int(pc.sum(hit).as_py() or 0)
+        removed[name] = n
+        if n:
+            kept = table.filter(pc.invert(hit))
+            write_table_atomic(kept.replace_schema_metadata(table.schema.metadata), path)
+    return removed

@@ -1,0 +1,81 @@
+"""`unlearn init`: set up a deployment in $UNLEARN_HOME.
+
+    unlearn init --dataset digits --workers 2
+
+Ingests the dataset into the Parquet store, trains the original model on Ray Train (the
+same TorchTrainer glue as unlearning, `pipeline.ray_train.train_on_ray`), registers it
+in MLflow as version 1 and points the `champion` alias at it. Re-running after a crash
+finishes the job; re-running after success says so and changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.datasets.store import snapshot_id
+from pipeline.errors import UserError
+from pipeline.home import Home, registered_model_name
+from pipeline.ledger import Ledger
+from pipeline.metrics import accuracy, predict_logits
+from pipeline.models import config_hash
+from pipeline.problem import load_run_configs, load_store, model_card, store_path
+from pipeline.registry import Registry
+from pipeline.train import to_tensors
+
+
+def run_init(home: Home, dataset: str, ray_opts, config_path: Path, seed: int = 0, log=print) -> dict[str, Any]:
+    if (home.root / "home.json").exists():
+        state = home.state()
+        raise UserError(f"{home.root} is already set up for {state['dataset']} (model {state['model_name']}); "
+                        f"use another UNLEARN_HOME for a new deployment")
+    configs, train_cfg = load_run_configs(config_path)
+    train_cfg = type(train_cfg).from_dict({**train_cfg.to_dict(), "seed": seed})
+    name = registered_model_name(dataset)
+    Ledger(home.ledger_url)  # creates the tables; a bad URL fails here, before any training
+    registry = Registry(home.tracking_uri, name, home.artifacts)
+    train, test = load_store(dataset, home.root)
+    store = store_path(dataset, home.root)
+    state = {"dataset": dataset, "model_name": name, "store": store, "config": str(Path(config_path).resolve()),
+             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+    version = registry.champion() or registry.find_version("batch_id", "init")
+    if version is not None:  # a crash after registering: finish, do not train twice
+        log(f"{name} v{version} is already registered; finishing the set-up")
+        registry.set_champion(version)
+        home.write_state(state)
+        return {"version": version, "resumed": True}
+
+    from pipeline.ray_train import train_on_ray
+
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    card = model_card(dataset, train, num_classes, train_cfg)
+    log(f"training the original {train_cfg.arch} on {len(train)} samples, {train_cfg.epochs} epochs, "
+        f"{ray_opts.workers} Ray worker(s)")
+    model, summary = train_on_ray(card, store, [], train_cfg, ray_opts, home.root, rows=len(train))
+    x, y = to_tensors(train)
+    tx, ty = to_tensors(test)
+    metrics = {"RA": accuracy(predict_logits(model, x), y), "TA": accuracy(predict_logits(model, tx), ty)}
+    log(f"original model: train accuracy {metrics['RA']:.2f}, test accuracy {metrics['TA']:.2f} "
+        f"({summary['seconds']:.1f}s training)")
+
+    run_id = registry.start_run("init", {"batch_id": "init", "outcome": "registered"})
+    registry.log(run_id, {"dataset": dataset, "workers": summary["workers"], "rows": summary["rows"],
+                          **{f"train.{k}": v for k, v in train_cfg.to_dict().items()}},
+                 {**metrics, "train_seconds": summary["seconds"], "wall_seconds": summary["wall_seconds"]})
+    snap = snapshot_id(train.sample_ids)
+    lineage = {"summary": f"original model trained on {len(train)} samples of {dataset}", "parent_version": None,
+               "method": "train", "config": train_cfg.to_dict(), "config_hash": config_hash(card),
+               "excluded_requests": [], "request_ids": [], "store_snapshot": snap, "dataset": dataset,
+               "metrics": metrics}
+    tags = {"batch_id": "init", "parent_version": "", "method": "train", "config_hash": config_hash(card),
+            "request_count": "0", "excluded_requests_count": "0", "store_snapshot": snap, "dataset": dataset,
+            "rounds_since_retrain": "0", "forgotten_since_retrain": "0", "exact_train_rows": str(len(train)),
+            "RA": f"{metrics['RA']:.2f}", "TA": f"{metrics['TA']:.2f}"}
+    version = registry.register(run_id, model, card, lineage, tags)
+    registry.set_champion(version)
+    registry.end_run(run_id)
+    home.write_state(state)
+    log(f"registered {name} v{version} as champion; MLflow: {home.tracking_uri}")
+    return {"version": version, "metrics": metrics, "resumed": False}

@@ -1,0 +1,422 @@
+"""`unlearn nightly`: forget every pending deletion request in one batch, safely re-runnable.
+
+    unlearn nightly --workers 2 --method lur
+
+One batch moves through these stages; each is recorded in the ledger's `batches`
+table when it is done, so a night killed at any point resumes where it stopped:
+
+    open        pending requests claimed by the batch (under the nightly lock)
+    resolved    requests resolved to sample ids; unknown or already-purged ones rejected
+    unlearned   unlearning on Ray from the champion (or, per policy, a full retrain)
+    evaluated   RA/TA vs the parent, UA/MIA on the forget set, per-request accuracy
+    gated       passed the gates (a failure ends the batch: nothing registered,
+                requests back to pending with the reason)
+    registered  MLflow version with lineage, `champion` moved, requests applied
+    purged      serving reported the version live (or nothing serves); samples purged
+                from the store; requests served -> purged
+    done        audit records written, old weights past their grace period deleted
+
+The stage outputs that are not in the ledger (resolved ids, unlearned weights,
+evaluation) live in $UNLEARN_HOME/nightly/BATCH and are written atomically.
+`UNLEARN_TEST_CRASH_AFTER=<stage>` (resolve, unlearn, evaluate, gate, register, purge)
+kills the process after that stage: the crash-safety tests use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jobs.nightly_report import evaluate_batch, plot_batch
+from jobs.versions import excluded_requests, housekeeping
+from pipeline.config import TrainConfig, _from_dict
+from pipeline.datasets.store import purge_samples, read_store, snapshot_id
+from pipeline.errors import UserError
+from pipeline.gates import GateConfig, check, failures
+from pipeline.home import Home
+from pipeline.ledger import Ledger, now
+from pipeline.models import config_hash, load_checkpoint, save_checkpoint
+from pipeline.registry import Registry
+
+LOCK = "nightly"
+CRASH_ENV = "UNLEARN_TEST_CRASH_AFTER"
+
+
+@dataclass
+class RetrainPolicy:
+    """Approximate unlearning drifts; an exact retrain resets it."""
+
+    after_rounds: int = 5  # retrain when the champion is this many unlearning rounds from an exact model
+    above_forgotten_pct: float = 10.0  # ... or when this share of the exact model's data has been forgotten since
+
+
+@dataclass
+class NightlyConfig:
+    method: str = "lur"
+    seed: int = 0
+    gates: GateConfig = field(default_factory=GateConfig)
+    retrain: RetrainPolicy = field(default_factory=RetrainPolicy)
+    grace_days: float = 7.0  # then weights of versions that still contain purged data are deleted
+    serve_wait_s: float = 60.0  # how long to wait for serving to report the new version live
+    lock_stale_minutes: float = 30.0  # a lock without heartbeat this long belongs to a dead machine
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "nightly config") -> "NightlyConfig":
+        data = dict(data)
+        gates = GateConfig.from_dict(data.pop("gates", {}) or {}, f"{where}: gates")
+        retrain = _from_dict(RetrainPolicy, data.pop("retrain", {}) or {}, f"{where}: retrain")
+        cfg = _from_dict(cls, {**data}, where)
+        cfg.gates, cfg.retrain = gates, retrain
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _crash_point(stage: str) -> None:
+    if os.environ.get(CRASH_ENV) == stage:
+        print(f"[test] crashing after stage {stage!r} ({CRASH_ENV})", flush=True)
+        os._exit(75)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+class _Heartbeat(threading.Thread):
+    """Keeps the nightly lock fresh so other machines can tell a live holder from a dead one."""
+
+    def __init__(self, ledger: Ledger, owner: str, every_s: float = 30.0):
+        super().__init__(daemon=True)
+        self.ledger, self.owner, self.every_s, self.stopped = ledger, owner, every_s, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every_s):
+            self.ledger.heartbeat(LOCK, self.owner)
+
+
+def run_nightly(home: Home, cfg: NightlyConfig, ray_opts, log=print) -> dict[str, Any]:
+    """One batch, from pending requests to purged samples (or a failed gate)."""
+    state = home.state()
+    ledger = Ledger(home.ledger_url)
+    registry = Registry(home.tracking_uri, state["model_name"], home.artifacts)
+    owner = ledger.acquire_lock(LOCK, timedelta(minutes=cfg.lock_stale_minutes))
+    beat = _Heartbeat(ledger, owner)
+    beat.start()
+    try:
+        batch = ledger.open_batch()
+        if batch:
+            log(f"resuming batch {batch['id']} from stage {batch['state']!r}")
+        else:
+            champion = registry.champion()
+            if champion is None:
+                raise UserError("no champion model yet: run `unlearn init --dataset NAME` first")
+            batch = ledger.start_batch(f"night-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}", champion)
+            if batch is None:
+                log("no pending deletion requests")
+                housekeeping(ledger, registry, cfg.grace_days, log)
+                return {"batch": None, "state": "nothing to do"}
+            log(f"batch {batch['id']}: {len(batch['request_ids'])} pending requests, champion v{champion}")
+        return _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log)
+    finally:
+        beat.stopped.set()
+        ledger.release_lock(LOCK, owner)
+
+
+def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log) -> dict[str, Any]:
+    work = home.nightly_dir / batch["id"]
+    store = Path(home.root / "datasets" / state["dataset"]) if not state["dataset"].startswith("parquet:") \
+        else Path(state["store"])
+    bid = batch["id"]
+
+    if batch["state"] == "open":
+        resolved, rejected, test_ids = resolve(ledger, store, batch["request_ids"])
+        _write_json(work / "resolved.json", {"resolved": resolved, "test_ids": test_ids})
+        if rejected:
+            ledger.reject(rejected, bid)
+            for rid, why in rejected.items():
+                log(f"rejected {rid}: {why}")
+        n = len({s for ids in resolved.values() for s in ids})
+        batch = ledger.advance_batch(bid, "resolved", request_ids=list(resolved), detail={"n_forget": n})
+        _crash_point("resolve")
+    resolved_doc = json.loads((work / "resolved.json").read_text())
+    resolved = {r: resolved_doc["resolved"][r] for r in batch["request_ids"]}
+    forget_ids = sorted({s for ids in resolved.values() for s in ids})
+
+    if not resolved:
+        ledger.advance_batch(bid, "done")
+        shutil.rmtree(work, ignore_errors=True)
+        log("every request was rejected; nothing to unlearn")
+        return {"batch": bid, "state": "done", "requests": 0}
+
+    parent = batch["parent_version"]
+    if batch["state"] == "resolved":
+        if forget_ids:
+            summary = _unlearn(home, state, registry, parent, store, forget_ids, cfg, ray_opts, work, log)
+        else:  # only test-set samples: the model never learned from them; nothing to unlearn
+            summary = {"method": "none"}
+        batch = ledger.advance_batch(bid, "unlearned", detail={"method": summary["method"]})
+        _crash_point("unlearn")
+
+    if batch["state"] == "unlearned" and not forget_ids:  # the champion never learned from them
+        ledger.mark_applied(resolved, parent, bid, {})
+        batch = ledger.advance_batch(bid, "registered", version=parent)
+    if batch["state"] == "unlearned":
+        new, _ = load_checkpoint(work / "model")
+        parent_model, _ = registry.load(parent)
+        train, test = read_store(store)
+        keep_test = ~np.isin(test.sample_ids, [s for ids in resolved_doc["test_ids"].values() for s in ids])
+        evaluation = evaluate_batch(new, parent_model, train, test.subset(keep_test), resolved, seed=cfg.seed)
+        evaluation["store_snapshot"] = snapshot_id(train.sample_ids)
+        _write_json(work / "evaluation.json", evaluation)
+        e, p = evaluation["new"], evaluation["parent"]
+        log(f"new: UA {e['UA']:.1f} RA {e['RA']:.2f} TA {e['TA']:.2f} MIA {e['MIA']:.1f} | "
+            f"parent v{parent}: UA {p['UA']:.1f} RA {p['RA']:.2f} TA {p['TA']:.2f} MIA {p['MIA']:.1f}")
+        batch = ledger.advance_batch(bid, "evaluated")
+        _crash_point("evaluate")
+
+    if batch["state"] == "evaluated":
+        evaluation = json.loads((work / "evaluation.json").read_text())
+        gates = check(evaluation["new"], evaluation["parent"], evaluation["n_forget"], cfg.gates,
+                      evaluation["new"]["weights_finite"])
+        evaluation["gates"] = gates
+        _write_json(work / "evaluation.json", evaluation)
+        if not all(g["passed"] for g in gates):
+            why = f"gate failed in batch {bid}: {failures(gates)}"
+            run_id = _log_run(registry, bid, batch, evaluation, work, "gate_failed", cfg)
+            registry.end_run(run_id, "FAILED")
+            ledger.keep_pending(batch["request_ids"], why, bid)
+            ledger.advance_batch(bid, "failed", run_id=run_id, detail={"gates": gates})
+            shutil.rmtree(work, ignore_errors=True)
+            log(f"{why}\nthe champion stays v{parent}; the requests stay pending")
+            return {"batch": bid, "state": "failed", "reason": why, "run_id": run_id}
+        batch = ledger.advance_batch(bid, "gated", detail={"gates": gates})
+        _crash_point("gate")
+
+    if batch["state"] == "gated":
+        version, run_id = _register(home, state, registry, ledger, batch, resolved, cfg, work, log)
+        evaluation = json.loads((work / "evaluation.json").read_text())
+        ledger.mark_applied(resolved, version, bid, evaluation["new"]["per_request"])
+        batch = ledger.advance_batch(bid, "registered", version=version, run_id=run_id)
+        log(f"registered {registry.name} v{version} (parent v{parent}); champion -> v{version}")
+        _crash_point("register")
+
+    version = batch["version"]
+    if batch["state"] == "registered":
+        how = wait_until_served(home, version, cfg.serve_wait_s, log)
+        if how is None:
+            log(f"serving has not reported v{version} live yet; re-run `unlearn nightly` to purge once it does")
+            return {"batch": bid, "state": "registered", "version": version}
+        ledger.mark_served(resolved, version, bid, how)
+        removed = purge_samples(store, set(forget_ids) | {s for ids in resolved_doc["test_ids"].values() for s in ids})
+        train_after, _ = read_store(store)
+        assert not set(forget_ids) & set(train_after.sample_ids.tolist()), "purge left forgotten ids in the store"
+        ledger.mark_purged(resolved, bid, resolved_doc["test_ids"])
+        batch = ledger.advance_batch(bid, "purged", detail={"removed": removed,
+                                                            "store_snapshot_after": snapshot_id(train_after.sample_ids)})
+        log(f"purged {removed['train']} train and {removed['test']} test rows from the store")
+        _crash_point("purge")
+
+    if batch["state"] == "purged":
+        for rid in resolved:
+            record = ledger.get(rid)
+            ledger.note("audit", {k: record[k] for k in ("received_at", "model_version", "applied_at", "served_at",
+                                                         "purged_at", "forget_accuracy", "mia", "n_samples")},
+                        [rid], bid)
+        housekeeping(ledger, registry, cfg.grace_days, log)
+        shutil.rmtree(work, ignore_errors=True)
+        ledger.advance_batch(bid, "done")
+    return {"batch": bid, "state": "done", "version": version, "requests": len(resolved), "forgotten": len(forget_ids)}
+
+
+def resolve(ledger: Ledger, store: Path, request_ids: list[str]):
+    """Request -> train sample ids (what the model learned from) and test sample ids
+    (held-out rows that are purged too). A request that names nothing in the store is
+    rejected with the reason."""
+    train, test = read_store(store)
+    purged_by = {r["subject_id"]: r["request_id"] for r in ledger.purged_requests() if r["subject_id"]}
+    tomb = ledger.purged_ids()
+    train_ids, test_ids = set(train.sample_ids.tolist()), set(test.sample_ids.tolist())
+    resolved, rejected, test_hits = {}, {}, {}
+    for rid in request_ids:
+        req = ledger.get(rid)
+        if req["subject_id"] is not None:
+            sid = req["subject_id"]
+            tr = train.sample_ids[train.subject_ids == sid].tolist()
+            te = test.sample_ids[test.subject_ids == sid].tolist()
+            if not tr and not te:
+                rejected[rid] = (f"subject {sid!r} has no samples in the store"
+                                 + (f": already purged by request {purged_by[sid]}" if sid in purged_by else ""))
+                continue
+        else:
+            ids = req["sample_ids"]
+            gone = [s for s in ids if s in tomb]
+            unknown = [s for s in ids if s not in train_ids and s not in test_ids and s not in tomb]
+            if gone or unknown:
+                rejected[rid] = "; ".join(
+                    ([f"{len(unknown)} unknown sample ids (e.g. {unknown[0]!r})"] if unknown else [])
+                    + ([f"{len(gone)} samples already purged (e.g. {gone[0]!r})"] if gone else []))
+                continue
+            tr = [s for s in ids if s in train_ids]
+            te = [s for s in ids if s in test_ids]
+        resolved[rid], test_hits[rid] = sorted(tr), sorted(te)
+    return resolved, rejected, test_hits
+
+
+def _unlearn(home, state, registry, parent, store, forget_ids, cfg, ray_opts, work, log) -> dict[str, Any]:
+    """Unlearn on Ray from the parent (the champion), or retrain from scratch when the
+    policy says the approximate line has drifted far enough."""
+    from jobs.bench import default_config_path
+    from pipeline.problem import load_run_configs, method_config
+    from pipeline.ray_train import train_on_ray, unlearn_on_ray
+
+    model, card = registry.load(parent)
+    tags = registry.version(parent)["tags"]
+    rounds = int(tags.get("rounds_since_retrain", 0))
+    forgotten = int(tags.get("forgotten_since_retrain", 0))
+    base_rows = int(tags.get("exact_train_rows", 0)) or 1
+    share = 100.0 * (forgotten + len(forget_ids)) / base_rows
+    train, _ = read_store(store)
+    card = {k: v for k, v in card.items() if k not in ("cost", "lineage")}
+    start = time.perf_counter()
+    if rounds >= cfg.retrain.after_rounds or share > cfg.retrain.above_forgotten_pct:
+        why = (f"{rounds} unlearning rounds since the last exact model" if rounds >= cfg.retrain.after_rounds
+               else f"{share:.1f} % of the exact model's data forgotten since")
+        log(f"retrain policy: {why}; training from scratch on {len(train) - len(forget_ids)} retained samples")
+        train_cfg = TrainConfig.from_dict(card["train_config"])
+        new, summary = train_on_ray(card, str(store), forget_ids, train_cfg, ray_opts, home.root,
+                                    rows=len(train) - len(forget_ids))
+        summary = {"method": "retrain", "reason": why, "config": train_cfg.to_dict(), **summary,
+                   "rounds_since_retrain": 0, "forgotten_since_retrain": 0, "exact_train_rows": len(train) - len(forget_ids)}
+    else:
+        configs, _ = load_run_configs(Path(state.get("config") or default_config_path(state["dataset"])))
+        ucfg = method_config(configs, "random:0.1", cfg.method, cfg.seed)  # deletions are scattered, like random forgetting
+        log(f"unlearning {len(forget_ids)} samples with {cfg.method} on {ray_opts.workers} Ray worker(s) from v{parent}")
+        new, summary = unlearn_on_ray(model, card, str(store), forget_ids, ucfg, ray_opts, home.root)
+        summary = {"method": cfg.method, "config": ucfg.to_dict(), **summary, "rounds_since_retrain": rounds + 1,
+                   "forgotten_since_retrain": forgotten + len(forget_ids), "exact_train_rows": base_rows}
+    summary["seconds_total"] = time.perf_counter() - start
+    # The run's in-flight checkpoints hold intermediate weights: they go with the batch.
+    shutil.rmtree(Path(summary.get("storage_path", "/nonexistent")) / summary.get("run_name", "-"), ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work) as d:  # same filesystem: the rename is atomic
+        save_checkpoint(Path(d) / "model", new, card)
+        _write_json(Path(d) / "model" / "unlearn.json", summary)
+        shutil.rmtree(work / "model", ignore_errors=True)
+        os.replace(Path(d) / "model", work / "model")
+    return summary
+
+
+def _log_run(registry: Registry, bid: str, batch, evaluation, work: Path, outcome: str, cfg: NightlyConfig) -> str:
+    """The night's MLflow run: params, metrics, per-step conflict, plots, evaluation JSON."""
+    summary = json.loads((work / "model" / "unlearn.json").read_text()) if (work / "model" / "unlearn.json").exists() else {}
+    run_id = registry.start_run(bid, {"batch_id": bid, "outcome": outcome, "parent_version": str(batch["parent_version"]),
+                                      "mlflow.note.content": f"Nightly unlearning batch {bid}: {outcome}"})
+    params = {"method": summary.get("method"), "parent_version": batch["parent_version"],
+              "n_requests": len(batch["request_ids"]), "n_forget": evaluation["n_forget"],
+              "workers": summary.get("workers"), "retrain_reason": summary.get("reason", "")}
+    params.update({f"unlearn.{k}": v for k, v in (summary.get("config") or {}).items()})
+    params.update({f"gates.{k}": v for k, v in cfg.gates.to_dict().items()})
+    metrics = {k: evaluation["new"][k] for k in ("UA", "RA", "TA", "MIA")}
+    metrics.update({f"parent_{k}": evaluation["parent"][k] for k in ("UA", "RA", "TA", "MIA")})
+    metrics.update(delta_TA=evaluation["new"]["TA"] - evaluation["parent"]["TA"],
+                   delta_RA=evaluation["new"]["RA"] - evaluation["parent"]["RA"],
+                   loop_seconds=summary.get("seconds"), wall_seconds=summary.get("wall_seconds"),
+                   conflict_share=summary.get("conflict_share"), conflict_mean_cos=summary.get("conflict_mean_cos"))
+    metrics.update({f"gate_{g['gate']}": g["value"] for g in evaluation.get("gates", [])})
+    registry.log(run_id, params, metrics)
+    conflict = [tuple(c) for c in summary.get("conflict", [])]
+    if conflict:
+        registry.log_step_metric(run_id, "conflict_cos", conflict)
+    with tempfile.TemporaryDirectory() as d:
+        plot_batch(evaluation, conflict, Path(d) / "plots")
+        _write_json(Path(d) / "evaluation.json", evaluation)
+        _write_json(Path(d) / "unlearn.json", {k: v for k, v in summary.items() if k != "conflict"})
+        registry.log_artifacts(run_id, Path(d))
+    return run_id
+
+
+def _register(home, state, registry: Registry, ledger, batch, resolved, cfg, work, log) -> tuple[int, str]:
+    """Register the batch's version exactly once and point `champion` at it.
+
+    The version is tagged with the batch id: after a crash, a re-run finds the version it
+    already created (and whose weights verify) instead of registering a second one."""
+    bid, parent = batch["id"], batch["parent_version"]
+    found = registry.find_version("batch_id", bid)
+    if found is not None:
+        try:
+            registry.load(found)  # verifies the weights' hash
+            registry.set_champion(found)
+            return found, registry.version(found)["run_id"]
+        except UserError:
+            log(f"v{found} from an interrupted registration does not verify; registering again")
+            registry.set_version_tag(found, "abandoned", "weights did not verify")
+    for run in registry.runs_tagged("batch_id", bid):  # a run left RUNNING by a crash
+        if run.info.status == "RUNNING":
+            registry.end_run(run.info.run_id, "FAILED")
+    evaluation = json.loads((work / "evaluation.json").read_text())
+    summary = json.loads((work / "model" / "unlearn.json").read_text())
+    model, card = load_checkpoint(work / "model")
+    run_id = _log_run(registry, bid, batch, evaluation, work, "registered", cfg)
+    excluded = sorted(set(excluded_requests(registry, parent)) | set(resolved))
+    lineage = {
+        "summary": f"{summary['method']} of {len(resolved)} deletion requests ({evaluation['n_forget']} samples) "
+                   f"from v{parent}",
+        "parent_version": parent, "method": summary["method"], "config": summary.get("config"),
+        "config_hash": config_hash(summary.get("config")), "batch_id": bid, "request_ids": sorted(resolved),
+        "excluded_requests": excluded, "store_snapshot": evaluation["store_snapshot"], "dataset": state["dataset"],
+        "metrics": {k: evaluation["new"][k] for k in ("UA", "RA", "TA", "MIA")},
+        "parent_metrics": {k: evaluation["parent"][k] for k in ("UA", "RA", "TA", "MIA")},
+        "gates": evaluation["gates"], "forget_ids_sha256": snapshot_id(sorted({s for v in resolved.values() for s in v})),
+    }
+    tags = {"batch_id": bid, "parent_version": str(parent), "method": summary["method"],
+            "config_hash": lineage["config_hash"], "request_ids": ",".join(sorted(resolved)),
+            "request_count": str(len(resolved)), "excluded_requests_count": str(len(excluded)),
+            "store_snapshot": evaluation["store_snapshot"], "dataset": state["dataset"],
+            "rounds_since_retrain": str(summary["rounds_since_retrain"]),
+            "forgotten_since_retrain": str(summary["forgotten_since_retrain"]),
+            "exact_train_rows": str(summary["exact_train_rows"]),
+            **{k: f"{evaluation['new'][k]:.2f}" for k in ("UA", "RA", "TA", "MIA")}}
+    version = registry.register(run_id, model, card, lineage, tags)
+    registry.set_champion(version)
+    registry.end_run(run_id, "FINISHED")
+    return version, run_id
+
+
+def wait_until_served(home: Home, version: int, timeout_s: float, log) -> str | None:
+    """How the new version went live: "nothing serving" when no server is registered in
+    $UNLEARN_HOME/serving.json, "served" once its /model reports `version`, None on timeout."""
+    import urllib.error
+    import urllib.request
+
+    path = home.root / "serving.json"
+    if not path.exists():
+        return "nothing serving"
+    url = json.loads(path.read_text()).get("url", "").rstrip("/")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/model", timeout=5) as r:
+                live = json.loads(r.read())
+            if str(live.get("version")) == str(version) and live.get("all_replicas", True):
+                return "served"
+        except (urllib.error.URLError, OSError, ValueError):
+            log(f"serving at {url} did not answer; treating it as not serving")
+            return "nothing serving"
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(1.0)

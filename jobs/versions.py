@@ -1,0 +1,128 @@
+"""What each registered version still contains, and the commands that depend on it:
+`unlearn rollback`, `unlearn audit`, `unlearn versions`, and the grace-period deletion
+of weights that still hold purged data.
+
+A version excludes the requests its own batch applied plus everything its parent
+excluded (`excluded_requests` in its lineage.json). It *contains* a purged request when
+that request is not among them: such a version must not be served again silently.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.ledger import Ledger, iso, now
+from pipeline.registry import Registry
+
+
+def excluded_requests(registry: Registry, version: int) -> list[str]:
+    return list(registry.lineage(version).get("excluded_requests", []))
+
+
+def contained_purged(registry: Registry, ledger: Ledger, version: int) -> list[dict[str, Any]]:
+    """Purged requests whose data `version` was trained with (and never unlearned)."""
+    excluded = set(excluded_requests(registry, version))
+    return [r for r in ledger.purged_requests() if r["request_id"] not in excluded]
+
+
+def housekeeping(ledger: Ledger, registry: Registry, grace_days: float, log=print) -> list[int]:
+    """Delete the weights of versions that still contain purged data once the grace
+    period since the first such purge has passed. The champion is never touched."""
+    champion, deleted = registry.champion(), []
+    for v in registry.versions():
+        if v["version"] == champion or v["tags"].get("weights_deleted_at"):
+            continue
+        held = contained_purged(registry, ledger, v["version"])
+        if not held:
+            continue
+        first = min(datetime.fromisoformat(r["purged_at"]) for r in held)
+        if now() - first >= timedelta(days=grace_days):
+            registry.delete_weights(v["version"], iso(now()))
+            ledger.note("weights_deleted", {"version": v["version"], "contained_requests": len(held),
+                                            "grace_days": grace_days})
+            deleted.append(v["version"])
+    if deleted:
+        log(f"deleted the weights of v{', v'.join(map(str, deleted))}: they contained purged data and their "
+            f"{grace_days:g}-day grace period has passed")
+    return deleted
+
+
+def rollback(ledger: Ledger, registry: Registry, to: int | None, force: bool, log=print) -> int:
+    """Point `champion` at an older version; refuse one that still contains purged data
+    unless forced (and then record, per affected request, that its data is served again)."""
+    champion = registry.champion()
+    if champion is None:
+        raise UserError("no champion model yet: run `unlearn init --dataset NAME` first")
+    if to is None:
+        parent = registry.version(champion)["tags"].get("parent_version")
+        if parent in (None, "", "None"):
+            raise UserError(f"v{champion} has no parent version to roll back to; name one with --to")
+        to = int(parent)
+    if to == champion:
+        raise UserError(f"v{to} is already the champion")
+    registry.version(to)  # exists?
+    held = contained_purged(registry, ledger, to)
+    if held and not force:
+        raise UserError(f"v{to} still contains the data of {len(held)} purged deletion requests "
+                        f"(e.g. {held[0]['request_id']}); serving it would undo those deletions. "
+                        f"Pass --force only if you must, and re-file the requests")
+    registry.load(to)  # its weights must exist and verify before it is served
+    registry.set_champion(to)
+    ledger.note("rollback", {"from": champion, "to": to, "forced": bool(held)})
+    if held:
+        ledger.note("served_again_by_forced_rollback", {"version": to, "from": champion},
+                    [r["request_id"] for r in held])
+        log(f"WARNING: v{to} contains the data of {len(held)} purged deletion requests; it is champion now "
+            f"because of --force. Their audit records say so.")
+    log(f"champion: v{champion} -> v{to}")
+    return to
+
+
+def audit_record(ledger: Ledger, request_id: str) -> dict[str, Any]:
+    record = ledger.get(request_id)
+    record["events"] = ledger.events(request_id=request_id)
+    return record
+
+
+def format_audit(record: dict[str, Any]) -> str:
+    def pct(x):
+        return "-" if x is None else f"{x:.1f} %"
+
+    what = f"subject {record['subject_id']}" if record["subject_id"] else f"{len(record['sample_ids'])} sample ids"
+    lines = [
+        f"request      {record['request_id']}  ({what})",
+        f"status       {record['status']}" + (f"  ({record['status_reason']})" if record["status_reason"] else ""),
+        f"received     {record['received_at']}",
+        f"applied in   " + (f"version {record['model_version']} at {record['applied_at']}" if record["model_version"] else "-"),
+        f"served at    {record['served_at'] or '-'}",
+        f"purged at    {record['purged_at'] or '-'}",
+        f"samples      {record['n_samples'] if record['n_samples'] is not None else '-'}",
+        f"forget acc.  {pct(record['forget_accuracy'])}  (version {record['model_version'] or '-'} on its samples)",
+        f"MIA-Efficacy {pct(record['mia'])}",
+        "events:",
+    ]
+    for e in record["events"]:
+        detail = ", ".join(f"{k}={v}" for k, v in (e["detail"] or {}).items())
+        lines.append(f"  {e['at']}  {e['event']:<12} {detail}")
+    return "\n".join(lines)
+
+
+def format_versions(registry: Registry, ledger: Ledger) -> str:
+    champion = registry.champion()
+    rows = [f"{'ver':>4}  {'parent':>6}  {'method':<12} {'requests':>8}  {'UA':>6} {'RA':>6} {'TA':>6} {'MIA':>6}  note"]
+    for v in registry.versions():
+        t = v["tags"]
+        notes = []
+        if v["version"] == champion:
+            notes.append("champion")
+        if t.get("weights_deleted_at"):
+            notes.append("weights deleted")
+        elif contained_purged(registry, ledger, v["version"]):
+            notes.append("contains purged data")
+        rows.append(f"{v['version']:>4}  {t.get('parent_version', '-'):>6}  {t.get('method', '-'):<12} "
+                    f"{t.get('request_count', '0'):>8}  {t.get('UA', '-'):>6} {t.get('RA', '-'):>6} "
+                    f"{t.get('TA', '-'):>6} {t.get('MIA', '-'):>6}  {', '.join(notes)}")
+    return "\n".join(rows)
+

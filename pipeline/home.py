@@ -1,0 +1,72 @@
+"""`$UNLEARN_HOME`: where one deployment keeps its state (DESIGN.md contract).
+
+    $UNLEARN_HOME/
+      home.json        what `unlearn init` set up: dataset, registered model name
+      datasets/NAME/   the Parquet sample store
+      ledger.db        deletion requests, nightly batches, audit events (SQLite default)
+      mlflow.db        MLflow tracking + registry (SQLite default)
+      mlartifacts/     MLflow artifacts: weights (safetensors), cards, plots, eval JSON
+      nightly/BATCH/   one batch's scratch space (unlearned weights before registration)
+      ray_results/     Ray Train runs (checkpoints while a run is in flight)
+
+The ledger and MLflow can live elsewhere: `UNLEARN_LEDGER_URL` takes any SQLAlchemy
+URL (PostgreSQL in production) and `MLFLOW_TRACKING_URI` any tracking server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+
+STATE_FILE = "home.json"
+
+
+@dataclass(frozen=True)
+class Home:
+    root: Path
+
+    @classmethod
+    def from_env(cls, root: str | Path | None = None) -> "Home":
+        return cls(Path(root or os.environ.get("UNLEARN_HOME", "./.unlearn")).resolve())
+
+    @property
+    def ledger_url(self) -> str:
+        return os.environ.get("UNLEARN_LEDGER_URL") or f"sqlite:///{self.root / 'ledger.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def nightly_dir(self) -> Path:
+        return self.root / "nightly"
+
+    def state(self) -> dict[str, Any]:
+        """What `unlearn init` recorded; a clear error when it has not run here."""
+        path = self.root / STATE_FILE
+        if not path.exists():
+            raise UserError(f"{self.root} has no deployment yet: run `unlearn init --dataset NAME` first "
+                            f"(or set UNLEARN_HOME to the right directory)")
+        return json.loads(path.read_text())
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        os.replace(tmp, self.root / STATE_FILE)
+
+
+def registered_model_name(dataset: str) -> str:
+    """`fashion-mnist` -> `unlearn-fashion-mnist`; parquet paths become their directory name."""
+    base = Path(dataset.split(":", 1)[1]).name if dataset.startswith("parquet:") else dataset
+    return "unlearn-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-") or "data")

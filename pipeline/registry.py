@@ -1,0 +1,201 @@
+"""MLflow at the edge: every model version, its lineage, and the `champion` alias.
+
+A version's artifact is a plain directory, `model/` = `model.safetensors` + `model.json`
+(the card that says how to rebuild the network), beside `lineage.json`, the evaluation
+JSON and plots. No MLflow flavour: `mlflow.pytorch` would pickle (or torch.export) the
+model, and the next unlearning round wants a plain state_dict anyway. Loading a version
+verifies the weights' SHA-256 against the version's tag, then reads them with
+safetensors: nothing is ever unpickled.
+
+The driver owns each run (FIELD-NOTES.md); the client API is used, not the fluent one,
+so no global "active run" leaks between nights in one process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from pipeline.errors import UserError
+from pipeline.models import load_checkpoint, save_checkpoint
+
+CHAMPION = "champion"
+TAG_LIMIT = 5000  # MLflow caps tag values; longer lists go to lineage.json only
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Registry:
+    def __init__(self, tracking_uri: str, model_name: str, artifacts: Path, experiment: str | None = None):
+        import os
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per local file is noise
+        import mlflow
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        self.name = model_name
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._exc = MlflowException
+        try:
+            exp = self.client.get_experiment_by_name(experiment or model_name)
+            if exp is None:
+                Path(artifacts).mkdir(parents=True, exist_ok=True)
+                self.experiment_id = self.client.create_experiment(experiment or model_name,
+                                                                   artifact_location=Path(artifacts).resolve().as_uri())
+            else:
+                self.experiment_id = exp.experiment_id
+        except MlflowException as e:
+            raise UserError(f"cannot use MLflow at {tracking_uri!r}: {str(e).splitlines()[0]}") from None
+        except Exception as e:  # unreachable server, bad scheme
+            raise UserError(f"cannot reach MLflow at {tracking_uri!r}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        del mlflow
+
+    # ---- runs ----------------------------------------------------------------------
+
+    def start_run(self, run_name: str, tags: dict[str, str]) -> str:
+        return self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
+
+    def log(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
+            tags: dict[str, str] | None = None) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        import time
+
+        t = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), t, 0) for k, v in (metrics or {}).items() if v is not None],
+            params=[Param(k, str(v)[:6000]) for k, v in (params or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
+
+    def log_step_metric(self, run_id: str, key: str, values: list[tuple[int, float]]) -> None:
+        from mlflow.entities import Metric
+
+        import time
+
+        t = int(time.time() * 1000)
+        for i in range(0, len(values), 500):
+            self.client.log_batch(run_id, metrics=[Metric(key, float(v), t, int(s)) for s, v in values[i:i + 500]])
+
+    def log_artifacts(self, run_id: str, directory: Path, path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(directory), path)
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    def runs_tagged(self, key: str, value: str) -> list[Any]:
+        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{key}` = '{value}'")
+
+    # ---- versions ------------------------------------------------------------------
+
+    def register(self, run_id: str, model: nn.Module, card: dict[str, Any], lineage: dict[str, Any],
+                 tags: dict[str, str], extra_dir: Path | None = None) -> int:
+        """Log weights + card (+ lineage.json, + extra_dir's files) to the run and create a
+        model version from them. The version's tags carry the lineage and the weights' hash."""
+        with tempfile.TemporaryDirectory() as d:
+            save_checkpoint(Path(d) / "model", model, card)
+            digest = file_sha256(Path(d) / "model" / "model.safetensors")
+            (Path(d) / "lineage.json").write_text(json.dumps(lineage, indent=2, default=str))
+            self.client.log_artifacts(run_id, str(Path(d) / "model"), "model")
+            self.client.log_artifact(run_id, str(Path(d) / "lineage.json"))
+        if extra_dir is not None:
+            self.client.log_artifacts(run_id, str(extra_dir))
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/model"
+        try:
+            self.client.create_registered_model(self.name, description="A classifier that forgets on request: "
+                                                "each version is a nightly unlearning batch (ray-unlearn).")
+        except self._exc as e:
+            if getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+        all_tags = {**{k: (v if len(v) <= TAG_LIMIT else v[:TAG_LIMIT - 20] + "...(lineage.json)")
+                       for k, v in tags.items()}, "weights_sha256": digest}
+        mv = self.client.create_model_version(self.name, source, run_id=run_id, tags=all_tags,
+                                              description=lineage.get("summary"))
+        return int(mv.version)
+
+    def versions(self) -> list[dict[str, Any]]:
+        try:
+            found = self.client.search_model_versions(f"name='{self.name}'")
+        except self._exc:
+            return []
+        out = [{"version": int(v.version), "tags": dict(v.tags), "source": v.source, "run_id": v.run_id,
+                "created": v.creation_timestamp} for v in found]
+        return sorted(out, key=lambda v: v["version"])
+
+    def version(self, version: int) -> dict[str, Any]:
+        try:
+            v = self.client.get_model_version(self.name, str(version))
+        except self._exc:
+            raise UserError(f"model {self.name} has no version {version}") from None
+        return {"version": int(v.version), "tags": dict(v.tags), "source": v.source, "run_id": v.run_id,
+                "aliases": list(v.aliases)}
+
+    def find_version(self, tag: str, value: str) -> int | None:
+        for v in self.versions():
+            if v["tags"].get(tag) == value:
+                return v["version"]
+        return None
+
+    def champion(self) -> int | None:
+        try:
+            return int(self.client.get_model_version_by_alias(self.name, CHAMPION).version)
+        except self._exc:
+            return None
+
+    def set_champion(self, version: int) -> None:
+        self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
+
+    def set_version_tag(self, version: int, key: str, value: str) -> None:
+        self.client.set_model_version_tag(self.name, str(version), key, value)
+
+    def download(self, version: int, dst: Path | None = None) -> Path:
+        import mlflow
+
+        info = self.version(version)
+        if info["tags"].get("weights_deleted_at"):
+            raise UserError(f"version {version}'s weights were deleted on {info['tags']['weights_deleted_at']} "
+                            f"(it contained purged data and its grace period ended)")
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=info["source"], tracking_uri=self.uri,
+                                                        dst_path=str(dst) if dst else None))
+
+    def load(self, version: int) -> tuple[nn.Module, dict[str, Any]]:
+        """Rebuild a registered version from safetensors, after checking its hash."""
+        info = self.version(version)
+        directory = self.download(version)
+        weights = directory / "model.safetensors"
+        expected = info["tags"].get("weights_sha256")
+        if not weights.exists() or expected is None or file_sha256(weights) != expected:
+            raise UserError(f"version {version}'s weights are missing or do not match their recorded SHA-256")
+        return load_checkpoint(directory)
+
+    def lineage(self, version: int) -> dict[str, Any]:
+        import mlflow
+
+        run_id = self.version(version)["run_id"]
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="lineage.json", tracking_uri=self.uri)
+        except Exception:
+            return {}
+        return json.loads(Path(path).read_text())
+
+    def delete_weights(self, version: int, when: str) -> None:
+        """Delete a version's weight files (the registry entry and its lineage stay)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        info = self.version(version)
+        get_artifact_repository(info["source"]).delete_artifacts()
+        self.set_version_tag(version, "weights_deleted_at", when)
