@@ -226,7 +226,8 @@ class Ledger:
         with self.session.begin() as s:
             existing = s.scalar(select(Request).where(Request.idempotency_key == key))
             if existing is not None:
-                if (existing.subject_id, existing.sample_ids) != (subject_id, sample_ids):
+                same = existing.subject_id == subject_id and sorted(existing.sample_ids or []) == sorted(sample_ids or [])
+                if not same:
                     raise UserError(f"idempotency key {key!r} was already used for a different request "
                                     f"({existing.id}); use a new key")
                 return existing.to_dict(), False

@@ -41,6 +41,11 @@ class Registry:
         import os
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per local file is noise
+        # MLflow retries an unreachable server 7 times with backoff (minutes); a wrong URI
+        # should fail in seconds. Set these yourself for a flaky network.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         import mlflow
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException

@@ -164,3 +164,19 @@ def test_fingerprint_changes_with_the_data():
     assert fingerprint(a) == fingerprint(b)
     b.features[0, 0] += 1.0
     assert fingerprint(a) != fingerprint(b)
+
+
+def test_purge_removes_rows_atomically_and_is_idempotent(tmp_path):
+    from pipeline.datasets.store import purge_samples, read_store, snapshot_id
+
+    train, test = read_dataset("digits")
+    write_store(tmp_path, train, test)
+    gone = {train.sample_ids[0], train.sample_ids[5], test.sample_ids[1]}
+    before = snapshot_id(train.sample_ids)
+    assert purge_samples(tmp_path, gone) == {"train": 2, "test": 1}
+    tr, te = read_store(tmp_path)
+    assert not gone & set(tr.sample_ids) and not gone & set(te.sample_ids)
+    assert len(tr) == len(train) - 2 and tr.shape == train.shape  # shape metadata survives the rewrite
+    assert snapshot_id(tr.sample_ids) != before
+    assert purge_samples(tmp_path, gone) == {"train": 0, "test": 0}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.parquet", "train.parquet"]  # no temp left behind

@@ -1,0 +1,76 @@
+"""MLflow registry on a real SQLite store (no Ray): versions, champion, lineage, no pickle."""
+
+import pickle
+
+import pytest
+import torch
+
+from pipeline.errors import UserError
+from pipeline.models import build_model
+from pipeline.registry import Registry
+
+CARD = {"arch": "mlp", "model_kwargs": {"hidden": 8}, "input_shape": [4], "num_classes": 3}
+
+
+@pytest.fixture
+def registry(tmp_path):
+    return Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", "unlearn-test", tmp_path / "artifacts")
+
+
+def register(registry, seed, parent=None, batch="b"):
+    torch.manual_seed(seed)
+    model = build_model("mlp", (4,), 3, hidden=8)
+    run = registry.start_run(batch, {"batch_id": batch})
+    v = registry.register(run, model, CARD, {"parent_version": parent, "excluded_requests": [f"r{seed}"]},
+                          {"batch_id": batch, "parent_version": str(parent)})
+    registry.end_run(run)
+    return v, model
+
+
+def test_versions_champion_and_lineage(registry):
+    assert registry.champion() is None
+    v1, m1 = register(registry, 1, batch="init")
+    registry.set_champion(v1)
+    v2, m2 = register(registry, 2, parent=v1, batch="night-1")
+    assert (v1, v2) == (1, 2) and registry.champion() == 1
+    registry.set_champion(v2)
+    assert registry.champion() == 2
+    assert registry.find_version("batch_id", "night-1") == 2
+    assert registry.version(2)["tags"]["parent_version"] == "1"
+    assert registry.lineage(2)["excluded_requests"] == ["r2"]
+    loaded, card = registry.load(2)
+    for k, v in m2.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+
+
+def test_loading_never_unpickles(registry, monkeypatch):
+    v, _ = register(registry, 1)
+
+    def refuse(*a, **k):
+        raise AssertionError("unpickling attempted")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    registry.load(v)  # safetensors + JSON only
+    files = {p.name for p in (registry.download(v)).iterdir()}
+    assert files == {"model.safetensors", "model.json"}
+
+
+def test_tampered_or_deleted_weights_are_refused(registry):
+    v, _ = register(registry, 1)
+    weights = registry.download(v) / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="SHA-256"):
+        registry.load(v)
+    registry.delete_weights(v, "2026-01-01")
+    with pytest.raises(UserError, match="deleted"):
+        registry.load(v)
+
+
+def test_unreachable_tracking_server_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="MLflow"):
+        Registry("http://127.0.0.1:9", "m", tmp_path)
