@@ -33,9 +33,9 @@ def run_init(home: Home, dataset: str, ray_opts, config_path: Path, seed: int = 
     configs, train_cfg = load_run_configs(config_path)
     train_cfg = type(train_cfg).from_dict({**train_cfg.to_dict(), "seed": seed})
     name = registered_model_name(dataset)
+    train, test = load_store(dataset, home.root)  # an unknown dataset fails before anything is created
     Ledger(home.ledger_url)  # creates the tables; a bad URL fails here, before any training
     registry = Registry(home.tracking_uri, name, home.artifacts)
-    train, test = load_store(dataset, home.root)
     store = store_path(dataset, home.root)
     state = {"dataset": dataset, "model_name": name, "store": store, "config": str(Path(config_path).resolve()),
              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -46,6 +46,10 @@ class Registry:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        import logging
+
+        for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):  # schema set-up chatter on stderr
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         import mlflow
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException

@@ -18,10 +18,11 @@ def unlearn(*args, home, timeout=300):
 def test_help_on_every_command(tmp_path):
     top = unlearn("--help", home=tmp_path)
     assert top.returncode == 0 and "bench" in top.stdout and "tune" in top.stdout
-    for cmd in ("bench", "tune", "report", "forget"):
-        r = unlearn(cmd, "--help", home=tmp_path)
+    for cmd in ("bench", "tune", "report", "forget", "init", "nightly", "audit", "rollback", "versions",
+                "request", "request add", "request list"):
+        r = unlearn(*cmd.split(), "--help", home=tmp_path)
         assert r.returncode == 0 and r.stdout.startswith(f"usage: unlearn {cmd}")
-        assert cmd == "report" or "default:" in r.stdout
+        assert cmd in ("report", "audit", "versions", "request") or "default:" in r.stdout
 
 
 @pytest.mark.parametrize(
@@ -44,6 +45,14 @@ def test_help_on_every_command(tmp_path):
         (["bench", "--dataset", "digits", "--engine", "ray", "--workers", "-1", "--out", "o"], "at least 1"),
         (["bench", "--dataset", "digits", "--workers", "2", "--out", "o"], "add --engine ray"),
         (["forget", "--dataset", "digits", "--subjects", "x", "--cpus-per-worker", "0", "--out", "o"], "must be positive"),
+        (["request", "add", "--subject", "alice"], "unlearn init"),
+        (["request", "list"], "unlearn init"),
+        (["nightly"], "unlearn init"),
+        (["audit", "del-123"], "unlearn init"),
+        (["rollback"], "unlearn init"),
+        (["versions"], "unlearn init"),
+        (["init", "--dataset", "nope"], "unknown dataset"),
+        (["nightly", "--method", "retrain"], "unknown unlearning method"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, match):
