@@ -2,9 +2,11 @@
 
     unlearn forget --dataset fashion-mnist --subjects train-subj-000007 --method lur --workers 2 --out out/forget
 
-The starting model is `--from DIR` (safetensors + model card), or else the dataset's
-original model trained with the shipped recipe (cached by config hash). The MLflow
-champion becomes the default once the registry lands (issue 4). Writes DIR/model
+The starting model is `--from DIR` (safetensors + model card), else the MLflow champion
+when `unlearn init` set up $UNLEARN_HOME for this dataset, else the dataset's original
+model trained with the shipped recipe (cached by config hash). `unlearn forget` is an
+experiment: it writes a checkpoint, and neither registers it nor touches the ledger or
+the store (that is `unlearn nightly`). Writes DIR/model
 (safetensors + card with lineage) and DIR/metrics.json; metrics are computed on the
 driver: UA and MIA-Efficacy on the forget set, RA on retain, TA on test.
 """
@@ -34,6 +36,23 @@ def forget_spec_of(samples: str | None, subjects: str | None, spec: str | None) 
     return given[0]
 
 
+def _champion_of(dataset: str, home: Path, log):
+    """The deployment's champion when $UNLEARN_HOME was set up (`unlearn init`) for this dataset."""
+    from pipeline.home import Home
+    from pipeline.registry import Registry
+
+    h = Home.from_env(home)
+    if not (h.root / "home.json").exists() or h.state()["dataset"] != dataset:
+        return None
+    registry = Registry(h.tracking_uri, h.state()["model_name"], h.artifacts)
+    version = registry.champion()
+    if version is None:
+        return None
+    log(f"no --from: starting from the champion, {registry.name} v{version}")
+    model, card = registry.load(version)
+    return model, {k: v for k, v in card.items() if k != "lineage"}, {"model_version": version, "model": registry.name}
+
+
 def run_forget(dataset: str, spec: str, method: str, out: Path, home: Path, ray_opts, config_path: Path,
                start_from: Path | None = None, seed: int = 0, log=print) -> dict[str, Any]:
     from pipeline.datasets import select_forget
@@ -54,6 +73,8 @@ def run_forget(dataset: str, spec: str, method: str, out: Path, home: Path, ray_
             raise UserError(f"{start_from}: the model takes inputs of shape {card['input_shape']}, "
                             f"the dataset has {list(train.shape)}")
         parent = {"checkpoint": str(start_from), "config_hash": card.get("config_hash")}
+    elif (champion := _champion_of(dataset, home, log)) is not None:
+        model, card, parent = champion
     else:
         log(f"no --from: starting from {dataset}'s original model (trained once, then cached)")
         model, card = original_model(dataset, seed, train_cfg, home, log=log)

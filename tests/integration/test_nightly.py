@@ -179,3 +179,67 @@ def test_a_crash_after_each_stage_recovers_on_rerun(deployment, stage):
     train, _ = read_store(home.root / "datasets" / "digits")
     assert_night_consistent(home, ledger, registry, [a["request_id"], b["request_id"]], set(ids))
     assert registry.champion() == champion + 1
+
+
+def test_retrain_policy_trains_from_scratch_on_ray(deployment, monkeypatch):
+    import pickle
+
+    home, ledger, registry = deployment
+    parent = registry.champion()
+    req, _ = ledger.add(subject_id=subject(450))
+    cfg = NightlyConfig()
+    cfg.retrain.after_rounds = 0  # every night is past the limit: the exact oracle runs instead
+    out = run_nightly(home, cfg, RayOptions(), log=lambda *a: None)
+    assert out["state"] == "done"
+    tags = registry.version(out["version"])["tags"]
+    assert tags["method"] == "retrain" and tags["rounds_since_retrain"] == "0"
+    assert tags["forgotten_since_retrain"] == "0" and tags["parent_version"] == str(parent)
+    train, _ = read_store(home.root / "datasets" / "digits")
+    assert int(tags["exact_train_rows"]) == len(train)  # trained on exactly what the store still holds
+    assert ledger.get(req["request_id"])["status"] == "purged"
+
+    # no registered version, old or new, is ever unpickled when loaded
+    def refuse(*a, **k):
+        raise AssertionError("unpickling attempted")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    import torch
+
+    monkeypatch.setattr(torch, "load", refuse)
+    loaded = [v["version"] for v in registry.versions() if not v["tags"].get("weights_deleted_at")]
+    for v in loaded:
+        registry.load(v)
+    assert out["version"] in loaded and len(loaded) >= 2
+
+
+def test_forget_starts_from_the_champion_and_changes_no_state(deployment, tmp_path, monkeypatch):
+    from jobs.forget import run_forget
+    from pipeline.models import load_checkpoint
+
+    home, ledger, registry = deployment
+    monkeypatch.setenv("UNLEARN_HOME", str(home.root))
+    champion, before, requests = registry.champion(), store_ids(home), ledger.list()
+    run_forget("digits", f"subjects:{subject(460)}", "finetune", tmp_path / "out", home.root, RayOptions(),
+               ROOT / "pipeline/configs/digits.yaml", log=lambda *a: None)
+    lineage = load_checkpoint(tmp_path / "out" / "model")[1]["lineage"]
+    assert lineage["parent"]["model_version"] == champion
+    assert registry.champion() == champion and store_ids(home) == before and ledger.list() == requests
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--samples", ",".join(f"digits-train-{i:06d}" for i in range(1000)) + "," + ",".join(f"x{i}" for i in range(99_000))],
+     "at most 10000"),
+    (["--samples", "digits-train-000001,digits-train-000001"], "duplicate sample ids"),
+    (["--samples", "digits-train-000001,,digits-train-000002"], "empty id"),
+    (["--subject", ""], "empty"),
+    (["--subject", "a\tb"], "control characters"),
+])
+def test_request_add_refuses_bad_input_and_leaves_the_ledger_alone(deployment, monkeypatch, capsys, args, message):
+    home, ledger, _ = deployment
+    monkeypatch.setenv("UNLEARN_HOME", str(home.root))
+    before = (ledger.list(), ledger.events())
+    assert cli.main(["request", "add", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert (ledger.list(), ledger.events()) == before
