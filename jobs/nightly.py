@@ -391,10 +391,40 @@ def _register(home, state, registry: Registry, ledger, batch, resolved, cfg, wor
             "forgotten_since_retrain": str(summary["forgotten_since_retrain"]),
             "exact_train_rows": str(summary["exact_train_rows"]),
             **{k: f"{evaluation['new'][k]:.2f}" for k in ("UA", "RA", "TA", "MIA")}}
-    version = registry.register(run_id, model, card, lineage, tags)
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "model_card.md").write_text(model_card_md(registry.name, card, lineage, evaluation))
+        version = registry.register(run_id, model, card, lineage, tags, extra_dir=Path(d))
     registry.set_champion(version)
     registry.end_run(run_id, "FINISHED")
     return version, run_id
+
+
+def model_card_md(name: str, card: dict[str, Any], lineage: dict[str, Any], evaluation: dict[str, Any]) -> str:
+    """The human-readable card beside the weights (model/model.json is the machine one)."""
+    new, parent = evaluation["new"], evaluation["parent"]
+    rows = "\n".join(f"| {k} | {parent[k]:.2f} | {new[k]:.2f} |" for k in ("UA", "RA", "TA", "MIA"))
+    gates = "\n".join(f"| {g['gate']} | {g['value']:.2f} | {g['limit']:.2f} | {'pass' if g['passed'] else 'FAIL'} |"
+                       for g in lineage["gates"])
+    return f"""# {name}: unlearned version (parent v{lineage['parent_version']})
+
+- Architecture: {card['arch']} {card['model_kwargs']}, input {card['input_shape']}, {card['num_classes']} classes
+- Data: {lineage['dataset']}, store snapshot {lineage['store_snapshot']} (before this batch's purge)
+- Method: {lineage['method']} (config hash {lineage['config_hash']}), batch {lineage['batch_id']}
+- Forgets: {len(lineage['request_ids'])} deletion requests, {evaluation['n_forget']} samples; it excludes
+  {len(lineage['excluded_requests'])} requests in all, counting its ancestors
+- Weights: `model/model.safetensors` (safetensors; SHA-256 in the version tag `weights_sha256`)
+
+| metric | parent | this version |
+|---|---|---|
+{rows}
+
+UA = 100 - accuracy on the forgotten samples; RA on the retained ones; TA on test;
+MIA = MIA-Efficacy on the forgotten samples (DESIGN.md).
+
+| gate | value | limit | |
+|---|---|---|---|
+{gates}
+"""
 
 
 def wait_until_served(home: Home, version: int, timeout_s: float, log) -> str | None:
