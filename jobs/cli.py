@@ -240,6 +240,22 @@ def cmd_versions(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from jobs import serve
+
+    home = deployment()
+    if args.stop:
+        return serve.stop(home)
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port {args.port} is not a TCP port")
+    if args.replicas < 1 or args.poll_s <= 0 or args.max_batch_size < 1:
+        raise UserError("--replicas and --max-batch-size must be at least 1, --poll-s positive")
+    home.state()
+    if args.detach:
+        return serve.detach(home, args.argv)
+    return serve.run_serve(home, args.host, args.port, args.replicas, args.poll_s, args.max_batch_size, args.address)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="unlearn",
@@ -366,6 +382,21 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--force", action="store_true", help="allow a version that contains purged data")
     rb.set_defaults(func=cmd_rollback)
 
+    sv = sub.add_parser("serve", help="serve the champion on Ray Serve (predictions, deletion intake, hot swap)",
+                        formatter_class=fmt,
+                        description="Ray Serve app with a FastAPI ingress: POST /predict, GET /healthz, GET /model, "
+                                    "POST /deletions and GET /deletions/ID (bearer token: $UNLEARN_TOKEN or "
+                                    "$UNLEARN_HOME/token). Follows the MLflow champion alias with zero-downtime swaps.")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (loopback unless you say otherwise)")
+    sv.add_argument("--port", type=int, default=8000, help="HTTP port")
+    sv.add_argument("--replicas", type=int, default=1, help="model replicas")
+    sv.add_argument("--poll-s", type=float, default=1.0, help="seconds between checks of the champion alias")
+    sv.add_argument("--max-batch-size", type=int, default=32, help="requests batched into one forward pass")
+    sv.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    sv.add_argument("--detach", action="store_true", help="run in the background and return once it serves")
+    sv.add_argument("--stop", action="store_true", help="stop the background server of this $UNLEARN_HOME")
+    sv.set_defaults(func=cmd_serve)
+
     v = sub.add_parser("versions", help="list registered versions with lineage and what they contain",
                        formatter_class=fmt, description="Every registered version: parent, method, requests, metrics.")
     v.set_defaults(func=cmd_versions)
@@ -374,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `serve --detach` re-runs itself with these
     try:
         return args.func(args)
     except UserError as e:

@@ -437,6 +437,14 @@ def wait_until_served(home: Home, version: int, timeout_s: float, log) -> str | 
     if not path.exists():
         return "nothing serving"
     url = json.loads(path.read_text()).get("url", "").rstrip("/")
+    try:  # tell the replicas now rather than at their next poll of the alias
+        from serving.token import resolve_token
+
+        req = urllib.request.Request(f"{url}/model/refresh", method="POST",
+                                     headers={"Authorization": f"Bearer {resolve_token(home.root)}"})
+        urllib.request.urlopen(req, timeout=5).close()
+    except (urllib.error.URLError, OSError, UserError):
+        pass  # the replicas' own polling is the safety net
     deadline = time.monotonic() + timeout_s
     while True:
         try:

@@ -1,0 +1,160 @@
+"""`unlearn serve`: the champion on Ray Serve, on 127.0.0.1:8000 unless told otherwise.
+
+    unlearn serve                      # foreground; Ctrl-C stops it
+    unlearn serve --detach             # in the background; prints the URL and returns
+    unlearn serve --stop               # stops the background server of this $UNLEARN_HOME
+
+While it runs, `$UNLEARN_HOME/serving.json` names its URL and pid: the nightly batch reads
+it to wait until every replica serves the new version before purging.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.home import Home
+
+SERVING_FILE = "serving.json"
+APP_NAME = "unlearn"
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def get_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def serving_info(home: Home) -> dict[str, Any] | None:
+    path = home.root / SERVING_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def start_app(home: Home, host: str, port: int, replicas: int, poll_s: float, max_batch_size: int,
+              address: str | None = None, log=print) -> str:
+    """Deploy the app on the connected (or a new local) Ray; return its URL once healthy."""
+    from ray import serve
+
+    from pipeline.ray_train import connect
+    from pipeline.registry import Registry
+    from serving.app import build_app
+    from serving.token import resolve_token, token_sha256
+
+    state = home.state()
+    if Registry(home.tracking_uri, state["model_name"], home.artifacts).champion() is None:
+        raise UserError("no champion model yet: run `unlearn init --dataset NAME` first")
+    if not port_free(host, port):
+        raise UserError(f"port {port} on {host} is taken: stop what uses it or pass --port")
+    token = resolve_token(home.root)
+    connect(address, num_cpus=max(os.cpu_count() or 1, replicas + 2))
+    serve.start(http_options={"host": host, "port": port})
+    settings = {"tracking_uri": home.tracking_uri, "model_name": state["model_name"], "artifacts": str(home.artifacts),
+                "ledger_url": home.ledger_url, "token_sha256": token_sha256(token), "poll_s": poll_s,
+                "max_batch_size": max_batch_size}
+    serve.run(build_app(settings, replicas), name=APP_NAME, route_prefix="/")
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            health = get_json(f"{url}/healthz")
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise UserError(f"the app did not answer on {url} within 120 s") from None
+            time.sleep(0.5)
+    log(f"serving {state['model_name']} v{health['model_version']} on {url} ({replicas} replica(s))")
+    return url
+
+
+def run_serve(home: Home, host: str, port: int, replicas: int, poll_s: float, max_batch_size: int,
+              address: str | None, log=print) -> int:
+    from ray import serve
+
+    url = start_app(home, host, port, replicas, poll_s, max_batch_size, address, log)
+    path = home.root / SERVING_FILE
+    path.write_text(json.dumps({"url": url, "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ")}))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    log("stop with Ctrl-C or `unlearn serve --stop`")
+    try:
+        stop.wait()
+    finally:
+        path.unlink(missing_ok=True)
+        serve.shutdown()
+        log("stopped")
+    return 0
+
+
+def detach(home: Home, argv: list[str], log=print) -> int:
+    """Start `unlearn serve` (without --detach) in its own session; return once it serves."""
+    if (info := serving_info(home)) and _alive(info["pid"]):
+        raise UserError(f"already serving on {info['url']} (pid {info['pid']}); `unlearn serve --stop` first")
+    home.root.mkdir(parents=True, exist_ok=True)
+    logfile = open(home.root / "serve.log", "ab")
+    args = [a for a in argv if a != "--detach"]
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", *args], stdout=logfile, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy())
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (home.root / "serve.log").read_text(errors="replace").strip().splitlines()[-1:]
+            raise UserError(f"the server exited at start-up: {tail[0] if tail else 'see ' + str(home.root / 'serve.log')}")
+        info = serving_info(home)
+        if info and info["pid"] == proc.pid:
+            log(f"serving on {info['url']} (pid {proc.pid}; log {home.root / 'serve.log'}); "
+                f"stop with `unlearn serve --stop`")
+            return 0
+        time.sleep(0.5)
+    proc.terminate()
+    raise UserError("the server did not come up within 180 s; see " + str(home.root / "serve.log"))
+
+
+def stop(home: Home, log=print) -> int:
+    info = serving_info(home)
+    if not info:
+        raise UserError(f"nothing is serving from {home.root}")
+    pid = info["pid"]
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    (home.root / SERVING_FILE).unlink(missing_ok=True)
+    log(f"stopped the server on {info['url']} (pid {pid})")
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True

@@ -1,0 +1,250 @@
+"""The Ray Serve application: FastAPI ingress around the plain `Predictor`.
+
+    POST /predict        {"instances": [[float, ...], ...]} -> {"predictions": [int], "model_version": "N"}
+    GET  /healthz        -> {"status": "ok"|"degraded", "model_version", "last_error"}
+    GET  /model          -> {"name", "version", "alias", "parent_version", "excluded_requests",
+                             "champion", "replicas", "all_replicas"}
+    POST /model/refresh  (token) check the champion alias now instead of at the next poll
+    POST /deletions      (token) {"subject_id": "..."} | {"sample_ids": [...]} -> 202 {"request_id", "status"}
+    GET  /deletions/{id} (token) -> {"request_id", "status", "model_version", ...}
+
+Hot swap: every replica polls the MLflow `champion` alias (and is told at once through
+/model/refresh); a new version is loaded and validated in a background thread, then
+swapped by one reference. A version that fails is never served; /healthz and the logs
+say why. Each replica reports what it serves to a small named actor (the board), so
+/model can tell when *every* replica serves the new version: the nightly batch purges
+only then.
+"""
+
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve
+
+from serving.predictor import BadInstances, Predictor, RejectedModel
+
+log = logging.getLogger("ray.serve")
+MAX_BODY_BYTES = 8 * 1024 * 1024  # 1024 instances x 784 floats as JSON is ~6 MB
+MAX_DELETION_BODY_BYTES = 1024 * 1024
+BOARD = "unlearn-serving-board"
+NAMESPACE = "unlearn"
+STALE_REPLICA_S = 6.0
+
+api = FastAPI(title="ray-unlearn", description="Predictions from the champion model, and deletion intake.")
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    return error(422, f"{'.'.join(map(str, first.get('loc', [])))}: {first.get('msg', 'invalid request')}")
+
+
+class DeletionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    subject_id: str | None = Field(default=None, min_length=1, max_length=256)
+    sample_ids: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
+    reason: str | None = Field(default=None, max_length=1000)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+def get_board():
+    """The named actor where replicas report the version they serve (created once)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Board:
+        def __init__(self):
+            self.replicas: dict[str, tuple[str | None, float, str | None]] = {}
+
+        def report(self, replica: str, version: str | None, error: str | None) -> None:
+            self.replicas[replica] = (version, time.time(), error)
+
+        def live(self) -> dict[str, dict[str, Any]]:
+            now = time.time()
+            return {r: {"version": v, "error": e} for r, (v, t, e) in self.replicas.items()
+                    if now - t < STALE_REPLICA_S}
+
+    return Board.options(name=BOARD, namespace=NAMESPACE, get_if_exists=True, lifetime="detached").remote()
+
+
+def _read_json(raw: bytes, limit: int) -> Any:
+    if len(raw) > limit:
+        raise ValueError(f"body is {len(raw)} bytes; at most {limit}")
+    try:
+        return json.loads(raw, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} is not valid JSON")))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"body is not valid JSON: {e}") from None
+
+
+@serve.deployment(name="model", max_ongoing_requests=64, health_check_period_s=2.0)
+@serve.ingress(api)
+class ModelServer:
+    def __init__(self, settings: dict[str, Any]):
+        from pipeline.ledger import Ledger
+        from pipeline.registry import Registry
+
+        self.settings = settings
+        self.replica = uuid.uuid4().hex[:8]
+        self.registry = Registry(settings["tracking_uri"], settings["model_name"], settings["artifacts"])
+        self.ledger = Ledger(settings["ledger_url"])
+        self.token_sha256 = settings["token_sha256"]
+        self.predictor = Predictor(max_instances=settings.get("max_instances", 1024))
+        self._predict_batch.set_max_batch_size(settings.get("max_batch_size", 32))
+        self.info: dict[str, Any] = {}
+        self.board = get_board()
+        self._wake = threading.Event()
+        version = self.registry.champion()
+        if version is None:
+            raise RuntimeError("no champion version registered: run `unlearn init` first")
+        self._load(version)  # serve nothing until the champion is loaded
+        threading.Thread(target=self._watch, daemon=True, name="champion-watcher").start()
+
+    # ---- hot swap ------------------------------------------------------------------------
+
+    def _load(self, version: int) -> None:
+        try:
+            model, card = self.registry.load(version)
+            self.predictor.swap(model, card, str(version))
+            tags = self.registry.version(version)["tags"]
+            self.info = {"parent_version": tags.get("parent_version") or None,
+                         "excluded_requests": int(tags.get("excluded_requests_count", 0))}
+            log.info("replica %s now serves version %s", self.replica, version)
+        except (RejectedModel, Exception) as e:  # never serve it; keep the old one and say why
+            self.predictor.last_error = f"version {version} not served: {e}"
+            log.error("replica %s: %s", self.replica, self.predictor.last_error)
+        self._report()
+
+    def _report(self) -> None:
+        self.board.report.remote(self.replica, self.predictor.version, self.predictor.last_error)
+
+    def _watch(self) -> None:
+        failed: set[int] = set()
+        while True:
+            self._wake.wait(self.settings.get("poll_s", 1.0))
+            self._wake.clear()
+            try:
+                champion = self.registry.champion()
+                if champion is not None and str(champion) != self.predictor.version and champion not in failed:
+                    self._load(champion)
+                    if str(champion) != self.predictor.version:
+                        failed.add(champion)  # do not retry a bad version every second
+            except Exception as e:  # MLflow unreachable for a moment: keep serving, say so
+                self.predictor.last_error = f"cannot check the champion: {e}"
+            self._report()
+
+    def check_health(self) -> None:
+        if self.predictor.version is None:
+            raise RuntimeError("no model loaded")
+
+    # ---- predictions ---------------------------------------------------------------------
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _predict_batch(self, xs: list) -> list:
+        return self.predictor.predict_batch(xs)
+
+    @api.post("/predict")
+    async def predict(self, request: Request):
+        try:
+            body = _read_json(await request.body(), MAX_BODY_BYTES)
+            if not isinstance(body, dict) or set(body) != {"instances"}:
+                raise ValueError('send {"instances": [[float, ...], ...]} and nothing else')
+            x = self.predictor.parse(body["instances"])
+        except (ValueError, BadInstances) as e:
+            return error(413 if "at most" in str(e) and "bytes" in str(e) else 400, str(e))
+        predictions, version = await self._predict_batch(x)
+        return {"predictions": predictions, "model_version": version}
+
+    @api.get("/healthz")
+    def healthz(self):
+        err = self.predictor.last_error
+        return {"status": "degraded" if err else "ok", "model_version": self.predictor.version, "last_error": err,
+                "replica": self.replica}
+
+    @api.get("/model")
+    def model(self):
+        import ray
+
+        live = ray.get(self.board.live.remote(), timeout=10)
+        champion = self.registry.champion()
+        versions = {r["version"] for r in live.values()}
+        return {"name": self.settings["model_name"], "version": self.predictor.version, "alias": "champion",
+                **self.info, "champion": str(champion) if champion is not None else None,
+                "replicas": {r: v["version"] for r, v in live.items()},
+                "all_replicas": bool(live) and versions == {self.predictor.version}}
+
+    # ---- deletion intake -----------------------------------------------------------------
+
+    def _authorised(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return False
+        presented = hashlib.sha256(token.strip().encode("utf-8", "surrogatepass")).hexdigest()
+        return hmac.compare_digest(presented, self.token_sha256)
+
+    @api.post("/model/refresh")
+    def refresh(self, request: Request):
+        if not self._authorised(request):
+            return error(401, "missing or wrong bearer token")
+        self._wake.set()
+        return {"status": "checking", "model_version": self.predictor.version}
+
+    @api.post("/deletions")
+    async def add_deletion(self, request: Request):
+        from pipeline.errors import UserError
+
+        if not self._authorised(request):
+            return error(401, "missing or wrong bearer token")
+        try:
+            data = _read_json(await request.body(), MAX_DELETION_BODY_BYTES)
+            if not isinstance(data, dict):
+                raise ValueError('send {"subject_id": "..."} or {"sample_ids": ["...", ...]}')
+            body = DeletionBody.model_validate(data)
+        except ValidationError as e:
+            first = e.errors()[0]
+            return error(422, f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}")
+        except ValueError as e:
+            return error(413 if "bytes" in str(e) else 400, str(e))
+        key = body.idempotency_key or request.headers.get("idempotency-key")
+        try:
+            req, created = self.ledger.add(body.subject_id, body.sample_ids, body.reason, key)
+        except UserError as e:
+            return error(422, str(e))
+        return JSONResponse({"request_id": req["request_id"], "status": req["status"],
+                             "status_reason": req["status_reason"], "created": created},
+                            status_code=202 if created else 200)
+
+    @api.get("/deletions/{request_id}")
+    def get_deletion(self, request_id: str, request: Request):
+        from pipeline.errors import UserError
+
+        if not self._authorised(request):
+            return error(401, "missing or wrong bearer token")
+        if len(request_id) > 64:
+            return error(404, "no such deletion request")
+        try:
+            rec = self.ledger.get(request_id)
+        except UserError:
+            return error(404, "no such deletion request")
+        return {k: rec[k] for k in ("request_id", "status", "status_reason", "model_version", "received_at",
+                                    "applied_at", "served_at", "purged_at")}
+
+
+def build_app(settings: dict[str, Any], num_replicas: int | str = 1, autoscaling: dict | None = None):
+    options: dict[str, Any] = {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": num_replicas}
+    return ModelServer.options(**options).bind(settings)
