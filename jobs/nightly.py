@@ -281,7 +281,7 @@ def _unlearn(home, state, registry, parent, store, forget_ids, cfg, ray_opts, wo
     """Unlearn on Ray from the parent (the champion), or retrain from scratch when the
     policy says the approximate line has drifted far enough."""
     from jobs.bench import default_config_path
-    from pipeline.problem import load_run_configs, method_config
+    from pipeline.problem import load_run_configs
     from pipeline.ray_train import train_on_ray, unlearn_on_ray
 
     model, card = registry.load(parent)
@@ -304,7 +304,7 @@ def _unlearn(home, state, registry, parent, store, forget_ids, cfg, ray_opts, wo
                    "rounds_since_retrain": 0, "forgotten_since_retrain": 0, "exact_train_rows": len(train) - len(forget_ids)}
     else:
         configs, _ = load_run_configs(Path(state.get("config") or default_config_path(state["dataset"])))
-        ucfg = method_config(configs, "random:0.1", cfg.method, cfg.seed)  # deletions are scattered, like random forgetting
+        ucfg = nightly_method_config(configs, cfg.method, cfg.seed)
         log(f"unlearning {len(forget_ids)} samples with {cfg.method} on {ray_opts.workers} Ray worker(s) from v{parent}")
         new, summary = unlearn_on_ray(model, card, str(store), forget_ids, ucfg, ray_opts, home.root)
         summary = {"method": cfg.method, "config": ucfg.to_dict(), **summary, "rounds_since_retrain": rounds + 1,
@@ -319,6 +319,19 @@ def _unlearn(home, state, registry, parent, store, forget_ids, cfg, ray_opts, wo
         shutil.rmtree(work / "model", ignore_errors=True)
         os.replace(Path(d) / "model", work / "model")
     return summary
+
+
+def nightly_method_config(configs: dict[str, Any], method: str, seed: int):
+    """The dataset config's `nightly` entry for the method (small forget sets), else its
+    `random` one: deletions are scattered samples, like random forgetting."""
+    from pipeline.config import UnlearnConfig
+    from pipeline.problem import method_config
+
+    section = configs.get("nightly") or {}
+    if method not in section:
+        return method_config(configs, "random:0.1", method, seed)
+    data = {k: v for k, v in section[method].items() if not k.startswith("_")}
+    return UnlearnConfig.from_dict({**data, "method": method, "seed": seed}, f"nightly {method} config")
 
 
 def _log_run(registry: Registry, bid: str, batch, evaluation, work: Path, outcome: str, cfg: NightlyConfig) -> str:

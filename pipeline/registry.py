@@ -114,7 +114,10 @@ class Registry:
     def register(self, run_id: str, model: nn.Module, card: dict[str, Any], lineage: dict[str, Any],
                  tags: dict[str, str], extra_dir: Path | None = None) -> int:
         """Log weights + card (+ lineage.json, + extra_dir's files) to the run and create a
-        model version from them. The version's tags carry the lineage and the weights' hash."""
+        model version from them. The version's tags carry the lineage and the weights' hash.
+        One version per run: a second one would overwrite the first one's files."""
+        if self.client.list_artifacts(run_id, "model"):
+            raise RuntimeError(f"run {run_id} already holds a registered model; start a new run per version")
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(Path(d) / "model", model, card)
             digest = file_sha256(Path(d) / "model" / "model.safetensors")

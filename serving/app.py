@@ -139,7 +139,9 @@ class ModelServer:
             self._wake.clear()
             try:
                 champion = self.registry.champion()
-                if champion is not None and str(champion) != self.predictor.version and champion not in failed:
+                if champion is not None and str(champion) == self.predictor.version:
+                    self.predictor.last_error = None  # the alias points at what we serve: healthy
+                elif champion is not None and champion not in failed:
                     self._load(champion)
                     if str(champion) != self.predictor.version:
                         failed.add(champion)  # do not retry a bad version every second
@@ -160,9 +162,12 @@ class ModelServer:
     @api.post("/predict")
     async def predict(self, request: Request):
         try:
-            body = _read_json(await request.body(), MAX_BODY_BYTES)
+            raw = await request.body()
+            body = _read_json(raw, MAX_BODY_BYTES)
             if not isinstance(body, dict) or set(body) != {"instances"}:
                 raise ValueError('send {"instances": [[float, ...], ...]} and nothing else')
+            if b"true" in raw or b"false" in raw:  # the only string in a valid body is the key
+                raise ValueError("instances must be numbers, not true/false")
             x = self.predictor.parse(body["instances"])
         except (ValueError, BadInstances) as e:
             return error(413 if "at most" in str(e) and "bytes" in str(e) else 400, str(e))

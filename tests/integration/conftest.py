@@ -35,3 +35,22 @@ def digits_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     load_store("digits", home)
     return home
+
+
+@pytest.fixture(scope="session")
+def deployment(ray_cluster, tmp_path_factory):
+    """`unlearn init` on digits, once: (home, ledger, registry). Nightly and serving tests
+    add their own requests and versions to it."""
+    from pathlib import Path
+
+    from jobs.init import run_init
+    from pipeline.home import Home
+    from pipeline.ledger import Ledger
+    from pipeline.ray_train import RayOptions
+    from pipeline.registry import Registry
+
+    root = Path(__file__).resolve().parents[2]
+    home = Home(tmp_path_factory.mktemp("deployment").resolve())
+    run_init(home, "digits", RayOptions(), root / "pipeline/configs/digits.yaml", log=lambda *a: None)
+    state = home.state()
+    return home, Ledger(home.ledger_url), Registry(home.tracking_uri, state["model_name"], home.artifacts)

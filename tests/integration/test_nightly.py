@@ -10,28 +10,12 @@ from pathlib import Path
 import pytest
 
 from jobs import cli
-from jobs.init import run_init
 from jobs.nightly import NightlyConfig, run_nightly
 from pipeline.datasets.store import read_store
-from pipeline.home import Home
-from pipeline.ledger import Ledger
 from pipeline.ray_train import RayOptions
-from pipeline.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(600)
-
-
-def make_deployment(tmp_path_factory, name):
-    home = Home(tmp_path_factory.mktemp(name).resolve())
-    run_init(home, "digits", RayOptions(), ROOT / "pipeline/configs/digits.yaml", log=lambda *a: None)
-    state = home.state()
-    return home, Ledger(home.ledger_url), Registry(home.tracking_uri, state["model_name"], home.artifacts)
-
-
-@pytest.fixture(scope="module")
-def deployment(ray_cluster, tmp_path_factory):
-    return make_deployment(tmp_path_factory, "nights")
 
 
 def store_ids(home):
