@@ -19,7 +19,7 @@ def test_help_on_every_command(tmp_path):
     top = unlearn("--help", home=tmp_path)
     assert top.returncode == 0 and "bench" in top.stdout and "tune" in top.stdout
     for cmd in ("bench", "tune", "report", "forget", "init", "nightly", "audit", "rollback", "versions",
-                "request", "request add", "request list"):
+                "request", "request add", "request list", "serve"):
         r = unlearn(*cmd.split(), "--help", home=tmp_path)
         assert r.returncode == 0 and r.stdout.startswith(f"usage: unlearn {cmd}")
         assert cmd in ("report", "audit", "versions", "request") or "default:" in r.stdout
@@ -53,6 +53,9 @@ def test_help_on_every_command(tmp_path):
         (["versions"], "unlearn init"),
         (["init", "--dataset", "nope"], "unknown dataset"),
         (["nightly", "--method", "retrain"], "unknown unlearning method"),
+        (["serve"], "unlearn init"),
+        (["serve", "--port", "0"], "not a TCP port"),
+        (["serve", "--stop"], "nothing is serving"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, match):

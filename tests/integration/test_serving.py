@@ -216,3 +216,12 @@ def test_a_user_deletes_over_http_and_the_nightly_serves_it(served):
     events = [e["event"] for e in ledger.events(rid)]
     served_event = [e for e in ledger.events(rid) if e["event"] == "served"][0]
     assert served_event["detail"]["how"] == "served" and events.index("served") < events.index("purged")
+
+
+def test_a_taken_port_is_a_clear_error(served):
+    from jobs.serve import start_app
+    from pipeline.errors import UserError
+
+    home, *_ = served
+    with pytest.raises(UserError, match=f"port {PORT} on 127.0.0.1 is taken"):
+        start_app(home, "127.0.0.1", PORT, replicas=1, poll_s=1.0, max_batch_size=8, log=lambda *a: None)
