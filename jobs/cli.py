@@ -250,10 +250,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(f"--port {args.port} is not a TCP port")
     if args.replicas < 1 or args.poll_s <= 0 or args.max_batch_size < 1:
         raise UserError("--replicas and --max-batch-size must be at least 1, --poll-s positive")
+    autoscaling = None
+    if args.autoscale:
+        try:
+            lo, hi = (int(v) for v in args.autoscale.split(","))
+        except ValueError:
+            raise UserError(f"--autoscale {args.autoscale!r}: give MIN,MAX replicas, e.g. 1,4") from None
+        if not 0 < lo <= hi:
+            raise UserError("--autoscale MIN,MAX needs 0 < MIN <= MAX")
+        autoscaling = {"min_replicas": lo, "max_replicas": hi, "target_ongoing_requests": args.target_ongoing}
     home.state()
     if args.detach:
         return serve.detach(home, args.argv)
-    return serve.run_serve(home, args.host, args.port, args.replicas, args.poll_s, args.max_batch_size, args.address)
+    return serve.run_serve(home, args.host, args.port, args.replicas, args.poll_s, args.max_batch_size, args.address,
+                           autoscaling=autoscaling)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -389,7 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "$UNLEARN_HOME/token). Follows the MLflow champion alias with zero-downtime swaps.")
     sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (loopback unless you say otherwise)")
     sv.add_argument("--port", type=int, default=8000, help="HTTP port")
-    sv.add_argument("--replicas", type=int, default=1, help="model replicas")
+    sv.add_argument("--replicas", type=int, default=1, help="model replicas (fixed; see --autoscale)")
+    sv.add_argument("--autoscale", default=None, metavar="MIN,MAX",
+                    help="let Ray Serve scale replicas between MIN and MAX on load instead of --replicas")
+    sv.add_argument("--target-ongoing", type=float, default=8.0,
+                    help="with --autoscale: ongoing requests per replica Serve aims for")
     sv.add_argument("--poll-s", type=float, default=1.0, help="seconds between checks of the champion alias")
     sv.add_argument("--max-batch-size", type=int, default=32, help="requests batched into one forward pass")
     sv.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")

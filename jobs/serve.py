@@ -50,7 +50,7 @@ def serving_info(home: Home) -> dict[str, Any] | None:
 
 
 def start_app(home: Home, host: str, port: int, replicas: int, poll_s: float, max_batch_size: int,
-              address: str | None = None, log=print) -> str:
+              address: str | None = None, log=print, autoscaling: dict | None = None) -> str:
     """Deploy the app on the connected (or a new local) Ray; return its URL once healthy."""
     from ray import serve
 
@@ -65,12 +65,13 @@ def start_app(home: Home, host: str, port: int, replicas: int, poll_s: float, ma
     if not port_free(host, port):
         raise UserError(f"port {port} on {host} is taken: stop what uses it or pass --port")
     token = resolve_token(home.root)
-    connect(address, num_cpus=max(os.cpu_count() or 1, replicas + 2))
+    most = autoscaling["max_replicas"] if autoscaling else replicas
+    connect(address, num_cpus=max(os.cpu_count() or 1, most + 2))  # a CPU per replica, and some to spare
     serve.start(http_options={"host": host, "port": port})
     settings = {"tracking_uri": home.tracking_uri, "model_name": state["model_name"], "artifacts": str(home.artifacts),
                 "ledger_url": home.ledger_url, "token_sha256": token_sha256(token), "poll_s": poll_s,
                 "max_batch_size": max_batch_size}
-    serve.run(build_app(settings, replicas), name=APP_NAME, route_prefix="/")
+    serve.run(build_app(settings, replicas, autoscaling), name=APP_NAME, route_prefix="/")
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -86,10 +87,10 @@ def start_app(home: Home, host: str, port: int, replicas: int, poll_s: float, ma
 
 
 def run_serve(home: Home, host: str, port: int, replicas: int, poll_s: float, max_batch_size: int,
-              address: str | None, log=print) -> int:
+              address: str | None, log=print, autoscaling: dict | None = None) -> int:
     from ray import serve
 
-    url = start_app(home, host, port, replicas, poll_s, max_batch_size, address, log)
+    url = start_app(home, host, port, replicas, poll_s, max_batch_size, address, log, autoscaling)
     path = home.root / SERVING_FILE
     path.write_text(json.dumps({"url": url, "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ")}))
     stop = threading.Event()
