@@ -31,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
+from sqlalchemy.exc import SQLAlchemyError
 
 from serving.predictor import BadInstances, Predictor, RejectedModel
 
@@ -184,8 +185,14 @@ class ModelServer:
     def model(self):
         import ray
 
-        live = ray.get(self.board.live.remote(), timeout=10)
-        champion = self.registry.champion()
+        try:
+            live = ray.get(self.board.live.remote(), timeout=10)
+        except Exception:  # the board is gone (e.g. restarting): answer without it
+            live = {}
+        try:
+            champion = self.registry.champion()
+        except Exception:
+            champion = None
         versions = {r["version"] for r in live.values()}
         return {"name": self.settings["model_name"], "version": self.predictor.version, "alias": "champion",
                 **self.info, "champion": str(champion) if champion is not None else None,
@@ -230,6 +237,9 @@ class ModelServer:
             req, created = self.ledger.add(body.subject_id, body.sample_ids, body.reason, key)
         except UserError as e:
             return error(422, str(e))
+        except SQLAlchemyError as e:  # the database is unreachable or busy: nothing was written
+            log.error("ledger write failed: %s", e)
+            return error(503, "the ledger is unavailable; nothing was recorded, retry later")
         return JSONResponse({"request_id": req["request_id"], "status": req["status"],
                              "status_reason": req["status_reason"], "created": created},
                             status_code=202 if created else 200)
@@ -246,6 +256,9 @@ class ModelServer:
             rec = self.ledger.get(request_id)
         except UserError:
             return error(404, "no such deletion request")
+        except SQLAlchemyError as e:
+            log.error("ledger read failed: %s", e)
+            return error(503, "the ledger is unavailable; retry later")
         return {k: rec[k] for k in ("request_id", "status", "status_reason", "model_version", "received_at",
                                     "applied_at", "served_at", "purged_at")}
 
