@@ -197,14 +197,23 @@ def main() -> None:
     print(json.dumps(overhead, indent=1))
 
     # 3. a replica killed under load
-    from ray.util.state import list_actors
+    def replica_names():  # the named-actor list needs no dashboard
+        return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                      if a["name"].startswith("SERVE_REPLICA") and "#model#" in a["name"])
 
-    replicas = [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if "ServeReplica" in a.class_name
-                and "model" in a.class_name]
-    victim = replicas[0]
+    victim = replica_names()[0]
+
+    replaced: dict = {}
 
     def kill():
-        ray.kill(ray.get_actor(victim.name, namespace="serve"), no_restart=True)
+        t0 = time.monotonic()
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        while time.monotonic() - t0 < 60:  # Serve's controller notices and starts a new replica
+            alive = replica_names()
+            if victim not in alive and len(alive) == args.replicas:
+                replaced["s"] = time.monotonic() - t0
+                return
+            time.sleep(0.2)
 
     kill_at = 5.0
     t_start = time.monotonic()
@@ -213,18 +222,9 @@ def main() -> None:
     codes: dict[str, int] = {}
     for r in records:
         codes[str(r[2])] = codes.get(str(r[2]), 0) + 1
-    replaced_after = None
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 60:
-        alive = [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if "ServeReplica" in a.class_name
-                 and "model" in a.class_name]
-        if len(alive) == args.replicas and victim.actor_id not in {a.actor_id for a in alive}:
-            replaced_after = time.monotonic() - t0
-            break
-        time.sleep(0.5)
     results["kill"] = {"requests": len(records), "status_codes": codes, "p50_ms": pct(lat, 50),
                        "p99_ms": pct(lat, 99), "max_ms": float(lat.max() * 1000),
-                       "replicas_back_within_s_after_load": replaced_after}
+                       "replacement_running_after_s": replaced.get("s")}
     print(json.dumps(results["kill"], indent=1))
     (out / "serve_bench.json").write_text(json.dumps(results, indent=2))
     sw, ov, kl = results["swap"], results["overhead"], results["kill"]
@@ -241,8 +241,8 @@ def main() -> None:
     for k, v in ov.items():
         md.append(f"| {k.split('_')[0]} | {v['serve_rps']:.0f} | {v['in_process_calls_per_s']:.0f} | {v['ratio']:.3f} |")
     md += ["", f"Killed replica under {args.rate:g} req/s: status codes {kl['status_codes']}, p50 {kl['p50_ms']:.1f} ms, "
-           f"p99 {kl['p99_ms']:.1f} ms, max {kl['max_ms']:.0f} ms; replacement running "
-           f"{kl['replicas_back_within_s_after_load']} s after the load ended."]
+           f"p99 {kl['p99_ms']:.1f} ms, max {kl['max_ms']:.0f} ms; a new replica was running "
+           f"{kl['replacement_running_after_s']:.1f} s after the kill."]
     (out / "serve_bench.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     serve.shutdown()
