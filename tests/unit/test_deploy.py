@@ -1,0 +1,32 @@
+"""deploy/ parses, and says what its comments claim: a dated nightly submission, GPU from zero."""
+
+import configparser
+from pathlib import Path
+
+import yaml
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def test_kuberay_manifests_parse():
+    docs = list(yaml.safe_load_all((DEPLOY / "kuberay/raycluster.yaml").read_text()))
+    kinds = {d["kind"]: d for d in docs}
+    assert set(kinds) == {"RayCluster", "PersistentVolumeClaim"}
+    gpu = kinds["RayCluster"]["spec"]["workerGroupSpecs"][0]
+    assert gpu["minReplicas"] == 0 and gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+    assert kinds["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    cron = yaml.safe_load((DEPLOY / "kuberay/nightly-cronjob.yaml").read_text())
+    assert cron["kind"] == "CronJob" and len(cron["spec"]["schedule"].split()) == 5
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    command = " ".join(cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert 'nightly-$(date -u +%Y%m%d)' in command and "unlearn nightly" in command
+
+
+def test_systemd_units_parse():
+    for name in ("unlearn-nightly.service", "unlearn-nightly.timer"):
+        unit = configparser.ConfigParser(interpolation=None, strict=False)
+        unit.read_string((DEPLOY / "systemd" / name).read_text())
+        assert unit.has_section("Unit")
+    service = configparser.ConfigParser(interpolation=None, strict=False)
+    service.read_string((DEPLOY / "systemd/unlearn-nightly.service").read_text())
+    assert "--submission-id" in service["Service"]["ExecStart"] and "unlearn nightly" in service["Service"]["ExecStart"]
