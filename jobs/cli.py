@@ -266,6 +266,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
                            autoscaling=autoscaling)
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from jobs.submit import submit
+
+    command = list(args.command_args)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    return submit(args.address, command, args.submission_id, args.wait)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="unlearn",
@@ -410,6 +419,18 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--detach", action="store_true", help="run in the background and return once it serves")
     sv.add_argument("--stop", action="store_true", help="stop the background server of this $UNLEARN_HOME")
     sv.set_defaults(func=cmd_serve)
+
+    sb = sub.add_parser("submit", help="run an unlearn subcommand on a Ray cluster via the Ray Jobs API",
+                        formatter_class=fmt,
+                        description="Submit `unlearn <subcommand>` as a Ray job (the project travels as the working "
+                                    "dir). A nightly gets the id nightly-YYYYMMDD, so a second one the same night is "
+                                    "refused. --wait streams logs and exits with the job's status.")
+    sb.add_argument("--address", default=None, help="Jobs API URL (default: $RAY_ADDRESS, else http://127.0.0.1:8265)")
+    sb.add_argument("--wait", action="store_true", help="stream the logs and exit with the job's exit status")
+    sb.add_argument("--submission-id", default=None, help="job id (default: nightly-YYYYMMDD for nightly, else Ray's)")
+    sb.add_argument("command_args", nargs=argparse.REMAINDER, metavar="-- SUBCOMMAND ...",
+                    help="the unlearn subcommand and its arguments, after --")
+    sb.set_defaults(func=cmd_submit)
 
     v = sub.add_parser("versions", help="list registered versions with lineage and what they contain",
                        formatter_class=fmt, description="Every registered version: parent, method, requests, metrics.")
