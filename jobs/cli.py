@@ -275,6 +275,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return submit(args.address, command, args.submission_id, args.wait)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from jobs.demo import run_demo
+
+    if args.people < 1 or args.workers < 1:
+        raise UserError("--people and --workers must be at least 1")
+    run_demo(Path(args.home), args.dataset, args.people, args.workers, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="unlearn",
@@ -431,6 +440,18 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("command_args", nargs=argparse.REMAINDER, metavar="-- SUBCOMMAND ...",
                     help="the unlearn subcommand and its arguments, after --")
     sb.set_defaults(func=cmd_submit)
+
+    dm = sub.add_parser("demo", help="the whole story in minutes: init, serve, delete over HTTP, nightly, purge",
+                        formatter_class=fmt,
+                        description="Local Ray, SQLite MLflow and ledger: train and register the original model, serve "
+                                    "it, file deletion requests over HTTP, run the nightly batch, show the served "
+                                    "version change and the purge. Leaves nothing running.")
+    dm.add_argument("--dataset", default=None, help="fashion-mnist or digits (default: fashion-mnist when installed)")
+    dm.add_argument("--home", default="./.unlearn-demo", help="the demo's own UNLEARN_HOME (wiped first)")
+    dm.add_argument("--people", type=int, default=5, help="people who ask to be forgotten")
+    dm.add_argument("--workers", type=int, default=1, help="Ray Train workers")
+    dm.add_argument("--port", type=int, default=8000, help="HTTP port (a free one if taken)")
+    dm.set_defaults(func=cmd_demo)
 
     v = sub.add_parser("versions", help="list registered versions with lineage and what they contain",
                        formatter_class=fmt, description="Every registered version: parent, method, requests, metrics.")
