@@ -58,6 +58,11 @@ def run_bench(
     configs, train_cfg = load_run_configs(config_path or default_config_path(dataset))
     methods = [m for m in methods if m != ORACLE]  # the oracle always runs
     ucfgs = {m: method_config(configs, forget_spec, m, 0) for m in methods}  # validate all before any work
+    from pipeline.datasets import select_forget
+    from pipeline.problem import load_store
+
+    train, _ = load_store(dataset, home)  # an unknown dataset or a bad forget spec fails before
+    select_forget(forget_spec, train, seeds[0])  # anything is written to --out
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     originals, retrains, runs = [], [], {m: [] for m in methods}

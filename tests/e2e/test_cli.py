@@ -10,9 +10,10 @@ import pytest
 from pipeline.methods import METHODS
 
 
-def unlearn(*args, home, timeout=300):
+def unlearn(*args, home, timeout=300, cwd=None):
     env = {**os.environ, "UNLEARN_HOME": str(home), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=cwd)
 
 
 def test_help_on_every_command(tmp_path):
@@ -59,10 +60,11 @@ def test_help_on_every_command(tmp_path):
     ],
 )
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, match):
-    r = unlearn(*args, home=tmp_path)
+    r = unlearn(*args, home=tmp_path / "home", cwd=tmp_path)
     assert r.returncode == 2
     assert match in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # a mistake writes no output directory
 
 
 def test_digits_bench_runs_every_method_end_to_end(tmp_path):
