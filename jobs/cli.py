@@ -119,7 +119,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def deployment() -> "Home":
+def deployment():
     from pipeline.home import Home
 
     return Home.from_env()

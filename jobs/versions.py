@@ -95,7 +95,7 @@ def format_audit(record: dict[str, Any]) -> str:
         f"request      {record['request_id']}  ({what})",
         f"status       {record['status']}" + (f"  ({record['status_reason']})" if record["status_reason"] else ""),
         f"received     {record['received_at']}",
-        f"applied in   " + (f"version {record['model_version']} at {record['applied_at']}" if record["model_version"] else "-"),
+        "applied in   " + (f"version {record['model_version']} at {record['applied_at']}" if record["model_version"] else "-"),
         f"served at    {record['served_at'] or '-'}",
         f"purged at    {record['purged_at'] or '-'}",
         f"samples      {record['n_samples'] if record['n_samples'] is not None else '-'}",

@@ -1,7 +1,6 @@
 """The nightly batch on digits against the shared local Ray: three nights in a row, a
 failed gate, rollback and grace-period deletion, and a crash after every stage."""
 
-import json
 import os
 import subprocess
 import sys

@@ -1,0 +1,126 @@
+"""The nightly batch's MLflow side: the night's run (params, metrics, plots, evaluation)
+and the registration of its version with lineage, exactly once per batch."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from jobs.nightly_report import plot_batch
+from jobs.versions import excluded_requests
+from pipeline.datasets.store import snapshot_id
+from pipeline.errors import UserError
+from pipeline.models import config_hash, load_checkpoint
+from pipeline.registry import Registry
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=float))
+
+
+def log_run(registry: Registry, bid: str, batch, evaluation, work: Path, outcome: str, cfg) -> str:
+    """The night's MLflow run: params, metrics, per-step conflict, plots, evaluation JSON."""
+    summary = json.loads((work / "model" / "unlearn.json").read_text()) if (work / "model" / "unlearn.json").exists() else {}
+    run_id = registry.start_run(bid, {"batch_id": bid, "outcome": outcome, "parent_version": str(batch["parent_version"]),
+                                      "mlflow.note.content": f"Nightly unlearning batch {bid}: {outcome}"})
+    params = {"method": summary.get("method"), "parent_version": batch["parent_version"],
+              "n_requests": len(batch["request_ids"]), "n_forget": evaluation["n_forget"],
+              "workers": summary.get("workers"), "retrain_reason": summary.get("reason", "")}
+    params.update({f"unlearn.{k}": v for k, v in (summary.get("config") or {}).items()})
+    params.update({f"gates.{k}": v for k, v in cfg.gates.to_dict().items()})
+    metrics = {k: evaluation["new"][k] for k in ("UA", "RA", "TA", "MIA")}
+    metrics.update({f"parent_{k}": evaluation["parent"][k] for k in ("UA", "RA", "TA", "MIA")})
+    metrics.update(delta_TA=evaluation["new"]["TA"] - evaluation["parent"]["TA"],
+                   delta_RA=evaluation["new"]["RA"] - evaluation["parent"]["RA"],
+                   loop_seconds=summary.get("seconds"), wall_seconds=summary.get("wall_seconds"),
+                   conflict_share=summary.get("conflict_share"), conflict_mean_cos=summary.get("conflict_mean_cos"))
+    metrics.update({f"gate_{g['gate']}": g["value"] for g in evaluation.get("gates", [])})
+    registry.log(run_id, params, metrics)
+    conflict = [tuple(c) for c in summary.get("conflict", [])]
+    if conflict:
+        registry.log_step_metric(run_id, "conflict_cos", conflict)
+    with tempfile.TemporaryDirectory() as d:
+        plot_batch(evaluation, conflict, Path(d) / "plots")
+        _write_json(Path(d) / "evaluation.json", evaluation)
+        _write_json(Path(d) / "unlearn.json", {k: v for k, v in summary.items() if k != "conflict"})
+        registry.log_artifacts(run_id, Path(d))
+    return run_id
+
+
+def register_batch(state, registry: Registry, batch, resolved, cfg, work: Path, log) -> tuple[int, str]:
+    """Register the batch's version exactly once and point `champion` at it.
+
+    The version is tagged with the batch id: after a crash, a re-run finds the version it
+    already created (and whose weights verify) instead of registering a second one."""
+    bid, parent = batch["id"], batch["parent_version"]
+    found = registry.find_version("batch_id", bid)
+    if found is not None:
+        try:
+            registry.load(found)  # verifies the weights' hash
+            registry.set_champion(found)
+            return found, registry.version(found)["run_id"]
+        except UserError:
+            log(f"v{found} from an interrupted registration does not verify; registering again")
+            registry.set_version_tag(found, "abandoned", "weights did not verify")
+    for run in registry.runs_tagged("batch_id", bid):  # a run left RUNNING by a crash
+        if run.info.status == "RUNNING":
+            registry.end_run(run.info.run_id, "FAILED")
+    evaluation = json.loads((work / "evaluation.json").read_text())
+    summary = json.loads((work / "model" / "unlearn.json").read_text())
+    model, card = load_checkpoint(work / "model")
+    run_id = log_run(registry, bid, batch, evaluation, work, "registered", cfg)
+    excluded = sorted(set(excluded_requests(registry, parent)) | set(resolved))
+    lineage = {
+        "summary": f"{summary['method']} of {len(resolved)} deletion requests ({evaluation['n_forget']} samples) "
+                   f"from v{parent}",
+        "parent_version": parent, "method": summary["method"], "config": summary.get("config"),
+        "config_hash": config_hash(summary.get("config")), "batch_id": bid, "request_ids": sorted(resolved),
+        "excluded_requests": excluded, "store_snapshot": evaluation["store_snapshot"], "dataset": state["dataset"],
+        "metrics": {k: evaluation["new"][k] for k in ("UA", "RA", "TA", "MIA")},
+        "parent_metrics": {k: evaluation["parent"][k] for k in ("UA", "RA", "TA", "MIA")},
+        "gates": evaluation["gates"], "forget_ids_sha256": snapshot_id(sorted({s for v in resolved.values() for s in v})),
+    }
+    tags = {"batch_id": bid, "parent_version": str(parent), "method": summary["method"],
+            "config_hash": lineage["config_hash"], "request_ids": ",".join(sorted(resolved)),
+            "request_count": str(len(resolved)), "excluded_requests_count": str(len(excluded)),
+            "store_snapshot": evaluation["store_snapshot"], "dataset": state["dataset"],
+            "rounds_since_retrain": str(summary["rounds_since_retrain"]),
+            "forgotten_since_retrain": str(summary["forgotten_since_retrain"]),
+            "exact_train_rows": str(summary["exact_train_rows"]),
+            **{k: f"{evaluation['new'][k]:.2f}" for k in ("UA", "RA", "TA", "MIA")}}
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "model_card.md").write_text(model_card_md(registry.name, card, lineage, evaluation))
+        version = registry.register(run_id, model, card, lineage, tags, extra_dir=Path(d))
+    registry.set_champion(version)
+    registry.end_run(run_id, "FINISHED")
+    return version, run_id
+
+
+def model_card_md(name: str, card: dict[str, Any], lineage: dict[str, Any], evaluation: dict[str, Any]) -> str:
+    """The human-readable card beside the weights (model/model.json is the machine one)."""
+    new, parent = evaluation["new"], evaluation["parent"]
+    rows = "\n".join(f"| {k} | {parent[k]:.2f} | {new[k]:.2f} |" for k in ("UA", "RA", "TA", "MIA"))
+    gates = "\n".join(f"| {g['gate']} | {g['value']:.2f} | {g['limit']:.2f} | {'pass' if g['passed'] else 'FAIL'} |"
+                       for g in lineage["gates"])
+    return f"""# {name}: unlearned version (parent v{lineage['parent_version']})
+
+- Architecture: {card['arch']} {card['model_kwargs']}, input {card['input_shape']}, {card['num_classes']} classes
+- Data: {lineage['dataset']}, store snapshot {lineage['store_snapshot']} (before this batch's purge)
+- Method: {lineage['method']} (config hash {lineage['config_hash']}), batch {lineage['batch_id']}
+- Forgets: {len(lineage['request_ids'])} deletion requests, {evaluation['n_forget']} samples; it excludes
+  {len(lineage['excluded_requests'])} requests in all, counting its ancestors
+- Weights: `model/model.safetensors` (safetensors; SHA-256 in the version tag `weights_sha256`)
+
+| metric | parent | this version |
+|---|---|---|
+{rows}
+
+UA = 100 - accuracy on the forgotten samples; RA on the retained ones; TA on test;
+MIA = MIA-Efficacy on the forgotten samples (DESIGN.md).
+
+| gate | value | limit | |
+|---|---|---|---|
+{gates}
+"""
