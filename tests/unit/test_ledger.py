@@ -116,7 +116,7 @@ def test_lock_excludes_a_second_holder_and_recovers_from_dead_ones(ledger, tmp_p
     assert ledger.acquire_lock("nightly", timedelta(seconds=-1))
     # a holder on this machine whose process is gone is dead: taken over at once
     code = ("import sys; from datetime import timedelta; from pipeline.ledger import Ledger;"
-            f"Ledger(sys.argv[1]).acquire_lock('other', timedelta(hours=1))")
+            "Ledger(sys.argv[1]).acquire_lock('other', timedelta(hours=1))")
     subprocess.run([sys.executable, "-c", code, f"sqlite:///{tmp_path / 'ledger.db'}"], check=True,
                    cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     ledger.acquire_lock("other", timedelta(hours=1))
