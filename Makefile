@@ -8,7 +8,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: venv test demo bench-fashion tune-fashion bench-ray-overhead bench-ray-workers gpu-check clean
+.PHONY: venv test demo demo-bench bench-fashion tune-fashion bench-ray-overhead bench-ray-workers gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -22,8 +22,13 @@ $(VENV)/.installed: pyproject.toml
 test: venv
 	$(BIN)/python -m pytest -q
 
-# Until the end-to-end demo exists, the demo is the digits benchmark (every method, < 2 min).
+# The whole story: init, serve, deletions over HTTP, nightly, swap, purge (Fashion-MNIST
+# when installed, else digits). DEMO_ARGS=--dataset digits for the fastest.
 demo: venv
+	$(BIN)/unlearn demo $(DEMO_ARGS)
+
+# Every method on digits against the retrain oracle (< 2 min).
+demo-bench: venv
 	$(BIN)/unlearn bench --dataset digits --forget random:0.1 --methods all --out out/demo-digits
 	@echo "see out/demo-digits/report.md and the plots beside it"
 
@@ -58,4 +63,4 @@ gpu-check:
 	python3 benchmarks/scripts/gpu_check.py
 
 clean:
-	rm -rf $(VENV) out .unlearn
+	rm -rf $(VENV) out .unlearn .unlearn-demo
