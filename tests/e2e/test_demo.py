@@ -33,4 +33,4 @@ def test_demo_changes_the_served_version_purges_and_leaves_nothing_running(tmp_p
     assert not (tmp_path / "demo" / "serving.json").exists()
     assert raylets() == before  # the demo's Ray is gone
     with socket.socket() as s:
-        s.bind(("127.0.0.1", port))  # and its HTTP port is free again
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # and nothing listens on its HTTP port
