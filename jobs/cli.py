@@ -1,10 +1,13 @@
 """The `unlearn` command line.
 
+    unlearn demo
+    unlearn init --dataset fashion-mnist && unlearn serve --detach
+    unlearn request add --subject fm-train-subj-000007 && unlearn nightly --workers 2
     unlearn bench --dataset digits --forget random:0.1 --methods all --out out/digits
-    unlearn tune  --dataset fashion-mnist --forget class:3 --holdout 3000 --subsample 20000 --out out/tune
 
 Every subcommand has --help. `$UNLEARN_HOME` (default ./.unlearn) holds the sample
-store and cached models. A user mistake ends with one line on stderr and exit code 2.
+store, cached models, the ledger and MLflow. A user mistake ends with one line on stderr
+and exit code 2.
 """
 
 from __future__ import annotations
@@ -287,7 +290,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="unlearn",
-        description="Make a trained model forget: LUR and the field's baselines, benchmarked against retraining.",
+        description="Make a trained model forget: deletion requests in a ledger, LUR and the field's baselines on "
+                    "Ray, versions in MLflow, the champion served by Ray Serve. Start with `unlearn demo`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
