@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -328,6 +329,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION", "0")
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if re.fullmatch(r"[\w.\-]+:\d+", address):
+        _probe(address)  # a plain HOST:PORT: fail in seconds with one line, not after a minute of GCS retries
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False} if address == "local" else {}
     if address == "local" and num_cpus:
         kwargs["num_cpus"] = num_cpus
@@ -335,3 +338,14 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, **kwargs)
     except ConnectionError as e:
         raise UserError(f"cannot reach the Ray cluster at {address}: {e}") from None
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """A TCP connect to the GCS at host:port: is anything there at all?"""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None

@@ -54,6 +54,8 @@ def test_help_on_every_command(tmp_path):
         (["versions"], "unlearn init"),
         (["init", "--dataset", "nope"], "unknown dataset"),
         (["nightly", "--method", "retrain"], "unknown unlearning method"),
+        (["forget", "--dataset", "digits", "--subjects", "digits-train-subj-000001", "--address", "127.0.0.1:1",
+          "--out", "o"], "cannot reach the Ray cluster at 127.0.0.1:1"),
         (["serve"], "unlearn init"),
         (["serve", "--port", "0"], "not a TCP port"),
         (["serve", "--stop"], "nothing is serving"),
