@@ -19,11 +19,11 @@ import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.home import Home
+from pipeline.ledger import pid_alive
 
 SERVING_FILE = "serving.json"
 APP_NAME = "unlearn"
@@ -108,7 +108,7 @@ def run_serve(home: Home, host: str, port: int, replicas: int, poll_s: float, ma
 
 def detach(home: Home, argv: list[str], log=print) -> int:
     """Start `unlearn serve` (without --detach) in its own session; return once it serves."""
-    if (info := serving_info(home)) and _alive(info["pid"]):
+    if (info := serving_info(home)) and pid_alive(info["pid"]):
         raise UserError(f"already serving on {info['url']} (pid {info['pid']}); `unlearn serve --stop` first")
     home.root.mkdir(parents=True, exist_ok=True)
     logfile = open(home.root / "serve.log", "ab")
@@ -135,27 +135,13 @@ def stop(home: Home, log=print) -> int:
     if not info:
         raise UserError(f"nothing is serving from {home.root}")
     pid = info["pid"]
-    if _alive(pid):
+    if pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 60
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.3)
-        if _alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
     (home.root / SERVING_FILE).unlink(missing_ok=True)
     log(f"stopped the server on {info['url']} (pid {pid})")
     return 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours counts as gone
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True

@@ -21,7 +21,6 @@ safely. Validation happens before anything is written: a bad request changes not
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import uuid
@@ -275,9 +274,6 @@ class Ledger:
             return [{"at": iso(e.at), "event": e.event, "request_id": e.request_id, "batch_id": e.batch_id,
                      "detail": e.detail} for e in s.scalars(q)]
 
-    def counts(self) -> dict[str, int]:
-        return {st: len(self.list(st)) for st in STATES}
-
     # ---- transitions (idempotent, forward only) ---------------------------------
 
     def _move(self, s: Session, req: Request, to: str, t: datetime, batch_id: str | None, **detail: Any) -> bool:
@@ -410,7 +406,7 @@ class Ledger:
         with self.session.begin() as s:
             held = s.get(Lock, name)
             if held is not None:
-                dead = held.host == host and not _pid_alive(held.pid)
+                dead = held.host == host and not pid_alive(held.pid)
                 stale = t - _aware(held.heartbeat_at) > stale_after
                 if not (dead or stale):
                     raise UserError(f"another nightly holds the lock since {iso(held.acquired_at)} "
@@ -443,15 +439,15 @@ def _batch_dict(b: Batch) -> dict[str, Any]:
             "run_id": b.run_id, "detail": dict(b.detail or {})}
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process on this host is running (a zombie counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)
+    try:
+        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+    except OSError:
+        return True

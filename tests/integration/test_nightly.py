@@ -173,6 +173,9 @@ def test_retrain_policy_trains_from_scratch_on_ray(deployment, monkeypatch):
     req, _ = ledger.add(subject_id=subject(450))
     cfg = NightlyConfig()
     cfg.retrain.after_rounds = 0  # every night is past the limit: the exact oracle runs instead
+    # A fresh retrain on digits may differ from its parent by a few of the 360 test samples;
+    # this test is about the policy, so the quality gates are opened wide.
+    cfg.gates.max_ta_drop = cfg.gates.max_ra_drop = cfg.gates.forget_margin = 100.0
     out = run_nightly(home, cfg, RayOptions(), log=lambda *a: None)
     assert out["state"] == "done"
     tags = registry.version(out["version"])["tags"]
