@@ -34,8 +34,39 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def add_ray_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("Ray", "where and how the unlearning runs on Ray Train")
+ENVIRONMENT = """environment:
+  UNLEARN_HOME         the deployment: store, ledger, MLflow, token (default: ./.unlearn)
+  UNLEARN_LEDGER_URL   SQLAlchemy URL of the ledger (default: sqlite:///$UNLEARN_HOME/ledger.db)
+  MLFLOW_TRACKING_URI  MLflow tracking + registry (default: sqlite:///$UNLEARN_HOME/mlflow.db)
+  RAY_ADDRESS          Ray cluster to join, or the Jobs API URL for submit (default: a local Ray)
+  UNLEARN_TOKEN        bearer token for /deletions (default: $UNLEARN_HOME/token, created 0600)
+  RAY_AUTH_TOKEN       token of a Ray head started with token auth (submit)
+
+A user mistake ends with one line on stderr and exit 2; a failed gate exits 3.
+Every command has --help."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (plus where to look), like every other user error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show each option's default once: not when the help already says it, and not for
+    required options, flags or "no value" (argparse's own formatter prints "(default: None)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.required or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
+def add_ray_args(p: argparse.ArgumentParser, what: str = "the unlearning") -> None:
+    g = p.add_argument_group("Ray", f"where and how {what} runs on Ray Train")
     g.add_argument("--workers", type=int, default=1, help="Ray Train workers (data-parallel)")
     g.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
     g.add_argument("--gpu", action="store_true", help="one GPU per worker, NCCL; CPU workers use gloo")
@@ -138,11 +169,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def _ledger():
-    from pipeline.ledger import Ledger
-
-    home = deployment()
-    home.state()  # a clear error when `unlearn init` has not run here
-    return Ledger(home.ledger_url)
+    return deployment().ledger()
 
 
 def cmd_request_add(args: argparse.Namespace) -> int:
@@ -222,11 +249,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _registry():
-    from pipeline.registry import Registry
-
-    home = deployment()
-    state = home.state()
-    return Registry(home.tracking_uri, state["model_name"], home.artifacts)
+    return deployment().registry()
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -288,16 +311,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="unlearn",
         description="Make a trained model forget: deletion requests in a ledger, LUR and the field's baselines on "
                     "Ray, versions in MLflow, the champion served by Ray Serve. Start with `unlearn demo`.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=type("TopHelp", (HelpFormatter, argparse.RawDescriptionHelpFormatter), {}),
+        epilog=ENVIRONMENT,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     b = sub.add_parser("bench", help="run methods against the retrain oracle and write results.json, report.md, plots",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Train (or reuse) the original model and the retrain oracle, run each method, "
                                    "and compare UA/RA/TA/MIA, Avg.Gap and cost against retraining.")
     b.add_argument("--dataset", required=True, help="fashion-mnist, digits or parquet:DIR")
@@ -308,18 +332,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--config", default=None, help="method/train config YAML (default: the shipped one for the dataset)")
     b.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: the plain loop in this process; ray: Ray Data + Ray Train workers")
-    add_ray_args(b)
+    add_ray_args(b, "the benchmark (with --engine ray)")
     b.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto (CUDA when a GPU is visible)")
     b.set_defaults(func=cmd_bench)
 
     r = sub.add_parser("report", help="re-render report.md and plots from a bench results.json",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Re-write DIR/report.md, DIR/metrics.png and DIR/conflict.png from DIR/results.json.")
     r.add_argument("out", help="a bench output directory")
     r.set_defaults(func=cmd_report)
 
     t = sub.add_parser("tune", help="grid-search each method's hyper-parameters on a validation split",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Run every method over the same-sized grid on a validation split carved from "
                                    "train (never the test set); print and save the winners.")
     t.add_argument("--dataset", required=True, help="fashion-mnist, digits or parquet:DIR")
@@ -334,11 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto (CUDA when a GPU is visible)")
     t.set_defaults(func=cmd_tune)
     f = sub.add_parser("forget", help="run one unlearning on Ray and write the unlearned checkpoint and its metrics",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Forget samples, subjects or a spec'd set from a model with one method on Ray Train "
                                    "workers (a local Ray when no address is given).")
     f.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, digits or parquet:DIR")
-    what = f.add_mutually_exclusive_group()
+    what = f.add_mutually_exclusive_group(required=True)
     what.add_argument("--samples", help="comma-separated sample ids")
     what.add_argument("--subjects", help="comma-separated subject ids (every sample they own)")
     what.add_argument("--forget", help="a forget spec: random:F, class:K, samples:IDS, subjects:IDS")
@@ -351,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ray_args(f)
     f.set_defaults(func=cmd_forget)
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     i = sub.add_parser("init", help="ingest a dataset, train the original model on Ray, register it as v1 @champion",
                        formatter_class=fmt,
                        description="Set up $UNLEARN_HOME: the Parquet store, the ledger, MLflow (SQLite by default) "
@@ -359,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--dataset", required=True, help="fashion-mnist, digits or parquet:DIR")
     i.add_argument("--config", default=None, help="train/method config YAML (default: the shipped one for the dataset)")
     i.add_argument("--seed", type=int, default=0, help="training seed")
-    add_ray_args(i)
+    add_ray_args(i, "training the original model")
     i.set_defaults(func=cmd_init)
 
     rq = sub.add_parser("request", help="queue and list deletion requests (the ledger)", formatter_class=fmt,
@@ -372,12 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     who = ra.add_mutually_exclusive_group(required=True)
     who.add_argument("--subject", help="a subject id: every sample this person owns")
     who.add_argument("--samples", help="comma-separated sample ids")
-    ra.add_argument("--reason", default=None, help="free text kept with the request (e.g. GDPR Art. 17)")
+    ra.add_argument("--reason", default=None, help="free text kept with the request, e.g. 'GDPR Art. 17' (default: none)")
     ra.add_argument("--key", default=None, help="idempotency key (default: derived from the subject or the id set)")
     ra.add_argument("--json", action="store_true", help="print the request as JSON")
     ra.set_defaults(func=cmd_request_add)
     rl = rsub.add_parser("list", help="list requests", formatter_class=fmt, description="List deletion requests.")
-    rl.add_argument("--status", default=None, help="only this status: pending, applied, served, purged, rejected")
+    rl.add_argument("--status", default=None, help="only this status: pending, applied, served, purged, rejected (default: all)")
     rl.add_argument("--json", action="store_true", help="print JSON")
     rl.set_defaults(func=cmd_request_list)
 
@@ -388,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "purge the samples, write audit records. Safe to re-run after a crash. "
                                    "Exit code 3 when a gate fails.")
     n.add_argument("--method", default=None, help="unlearning method (default: lur, or the --config file's)")
-    n.add_argument("--config", default=None, help="nightly YAML: method, gates, retrain policy, grace_days")
+    n.add_argument("--config", default=None, help="nightly YAML: method, gates, retrain policy, grace_days (default: the built-in defaults, "
+                        "spelled out in pipeline/configs/nightly.yaml)")
     n.add_argument("--max-ta-drop", type=float, default=None, help="gate: test-accuracy points the new version may lose vs its parent (default 1.0)")
     n.add_argument("--max-ra-drop", type=float, default=None, help="gate: retain-accuracy points it may lose (default 2.0)")
     n.add_argument("--forget-margin", type=float, default=None, help="gate: forget accuracy may exceed TA by this (default 5.0, plus a small-sample allowance)")
@@ -423,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000, help="HTTP port")
     sv.add_argument("--replicas", type=int, default=1, help="model replicas (fixed; see --autoscale)")
     sv.add_argument("--autoscale", default=None, metavar="MIN,MAX",
-                    help="let Ray Serve scale replicas between MIN and MAX on load instead of --replicas")
+                    help="let Ray Serve scale replicas between MIN and MAX on load instead of --replicas "
+                         "(default: off)")
     sv.add_argument("--target-ongoing", type=float, default=8.0,
                     help="with --autoscale: ongoing requests per replica Serve aims for")
     sv.add_argument("--poll-s", type=float, default=1.0, help="seconds between checks of the champion alias")

@@ -62,7 +62,6 @@ def run_demo(root: Path, dataset: str | None, people: int, workers: int, port: i
     from jobs.serve import start_app
     from pipeline.datasets.store import read_store
     from pipeline.ray_train import RayOptions
-    from pipeline.registry import Registry
     from serving.token import resolve_token
 
     dataset = pick_dataset(dataset)
@@ -81,7 +80,7 @@ def run_demo(root: Path, dataset: str | None, people: int, workers: int, port: i
         log(f"1/5 unlearn init --dataset {dataset}: ingest, train the original on Ray, register v1 @champion")
         run_init(home, dataset, opts, config, log=lambda m: log("    " + m))
         times["init"] = time.perf_counter() - t
-        registry = Registry(home.tracking_uri, home.state()["model_name"], home.artifacts)
+        registry = home.registry()
 
         t = time.perf_counter()
         port = _port(port)

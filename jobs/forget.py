@@ -39,12 +39,11 @@ def forget_spec_of(samples: str | None, subjects: str | None, spec: str | None) 
 def _champion_of(dataset: str, home: Path, log):
     """The deployment's champion when $UNLEARN_HOME was set up (`unlearn init`) for this dataset."""
     from pipeline.home import Home
-    from pipeline.registry import Registry
 
     h = Home.from_env(home)
     if not (h.root / "home.json").exists() or h.state()["dataset"] != dataset:
         return None
-    registry = Registry(h.tracking_uri, h.state()["model_name"], h.artifacts)
+    registry = h.registry()
     version = registry.champion()
     if version is None:
         return None

@@ -30,6 +30,9 @@ def run_init(home: Home, dataset: str, ray_opts, config_path: Path, seed: int = 
         state = home.state()
         raise UserError(f"{home.root} is already set up for {state['dataset']} (model {state['model_name']}); "
                         f"use another UNLEARN_HOME for a new deployment")
+    from pipeline.ray_train import check_reachable
+
+    check_reachable(ray_opts.address)  # an unreachable cluster fails before anything is written
     configs, train_cfg = load_run_configs(config_path)
     train_cfg = type(train_cfg).from_dict({**train_cfg.to_dict(), "seed": seed})
     name = registered_model_name(dataset)

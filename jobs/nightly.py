@@ -48,7 +48,6 @@ from pipeline.gates import GateConfig, check, failures
 from pipeline.home import Home
 from pipeline.ledger import Ledger
 from pipeline.models import load_checkpoint, save_checkpoint
-from pipeline.registry import Registry
 
 LOCK = "nightly"
 CRASH_ENV = "UNLEARN_TEST_CRASH_AFTER"
@@ -112,9 +111,11 @@ class _Heartbeat(threading.Thread):
 
 def run_nightly(home: Home, cfg: NightlyConfig, ray_opts, log=print) -> dict[str, Any]:
     """One batch, from pending requests to purged samples (or a failed gate)."""
+    from pipeline.ray_train import check_reachable
+
     state = home.state()
-    ledger = Ledger(home.ledger_url)
-    registry = Registry(home.tracking_uri, state["model_name"], home.artifacts)
+    check_reachable(ray_opts.address)  # before the lock and the batch: an unreachable cluster changes nothing
+    ledger, registry = home.ledger(), home.registry()
     owner = ledger.acquire_lock(LOCK, timedelta(minutes=cfg.lock_stale_minutes))
     beat = _Heartbeat(ledger, owner)
     beat.start()

@@ -55,12 +55,11 @@ def start_app(home: Home, host: str, port: int, replicas: int, poll_s: float, ma
     from ray import serve
 
     from pipeline.ray_train import connect
-    from pipeline.registry import Registry
     from serving.app import build_app
     from serving.token import resolve_token, token_sha256
 
     state = home.state()
-    if Registry(home.tracking_uri, state["model_name"], home.artifacts).champion() is None:
+    if home.registry().champion() is None:
         raise UserError("no champion model yet: run `unlearn init --dataset NAME` first")
     if not port_free(host, port):
         raise UserError(f"port {port} on {host} is taken: stop what uses it or pass --port")

@@ -110,9 +110,12 @@ def format_audit(record: dict[str, Any]) -> str:
 
 
 def format_versions(registry: Registry, ledger: Ledger) -> str:
-    champion = registry.champion()
+    champion, versions = registry.champion(), registry.versions()
+    if champion is None and not versions:
+        raise UserError(f"no champion model yet: {registry.name} has no versions in MLflow at {registry.uri} "
+                        f"(run `unlearn init --dataset NAME`, or check MLFLOW_TRACKING_URI)")
     rows = [f"{'ver':>4}  {'parent':>6}  {'method':<12} {'requests':>8}  {'UA':>6} {'RA':>6} {'TA':>6} {'MIA':>6}  note"]
-    for v in registry.versions():
+    for v in versions:
         t = v["tags"]
         notes = []
         if v["version"] == champion:

@@ -59,11 +59,35 @@ class Home:
                             f"(or set UNLEARN_HOME to the right directory)")
         return json.loads(path.read_text())
 
+    def ledger(self):
+        """The deployment's ledger (after `unlearn init`)."""
+        from pipeline.ledger import Ledger
+
+        self.state()
+        _require_sqlite_file(self.ledger_url, "ledger", "UNLEARN_LEDGER_URL")
+        return Ledger(self.ledger_url)
+
+    def registry(self):
+        """The deployment's MLflow registry (after `unlearn init`)."""
+        from pipeline.registry import Registry
+
+        state = self.state()
+        _require_sqlite_file(self.tracking_uri, "MLflow store", "MLFLOW_TRACKING_URI")
+        return Registry(self.tracking_uri, state["model_name"], self.artifacts)
+
     def write_state(self, state: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
         os.replace(tmp, self.root / STATE_FILE)
+
+
+def _require_sqlite_file(url: str, what: str, env: str) -> None:
+    """`unlearn init` created this deployment's SQLite files. One that is missing means a
+    mistyped URL, and opening it would silently create an empty store (no requests, no
+    champion) instead of saying so."""
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        raise UserError(f"no {what} at {url[len('sqlite:///'):]}: check {env} (unset, it is $UNLEARN_HOME's own)")
 
 
 def registered_model_name(dataset: str) -> str:

@@ -18,7 +18,10 @@ METRIC_KEYS = ("UA", "RA", "TA", "MIA")
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch: int = 2048) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+    # On CPU small batches keep the conv activations in cache: 128 predicts the
+    # Fashion-MNIST CNN ~2x faster than 2048 on 2 cores. A GPU wants big batches.
+    batch = batch or (2048 if x.is_cuda else 128)
     was_training = model.training
     model.eval()
     out = torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)]) if len(x) else torch.empty(0, device=x.device)

@@ -329,8 +329,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION", "0")
     address = address or os.environ.get("RAY_ADDRESS") or "local"
-    if re.fullmatch(r"[\w.\-]+:\d+", address):
-        _probe(address)  # a plain HOST:PORT: fail in seconds with one line, not after a minute of GCS retries
+    check_reachable(address)
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False} if address == "local" else {}
     if address == "local" and num_cpus:
         kwargs["num_cpus"] = num_cpus
@@ -340,10 +339,17 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         raise UserError(f"cannot reach the Ray cluster at {address}: {e}") from None
 
 
-def _probe(address: str, timeout: float = 5.0) -> None:
-    """A TCP connect to the GCS at host:port: is anything there at all?"""
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """For a plain HOST:PORT (or $RAY_ADDRESS), a TCP connect to the GCS: is anything there at all?
+
+    Fails in seconds with one line instead of after a minute of GCS retries. Commands that
+    write state call it before their first write, so an unreachable cluster changes nothing.
+    """
     import socket
 
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if not re.fullmatch(r"[\w.\-]+:\d+", address):
+        return  # "local", "auto", ray://...: Ray itself says what is wrong
     host, _, port = address.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
