@@ -12,8 +12,10 @@ print what changed and where to look next.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -43,6 +45,15 @@ def _port(preferred: int) -> int:
         except OSError:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
+
+
+def _tool(name: str) -> str:
+    """How the user can call a console script: bare when it is on PATH, else the path of
+    the one beside this interpreter (`make demo` runs from .venv without activating it)."""
+    here = Path(sys.executable).parent / name
+    if shutil.which(name) == str(here) or not here.exists():
+        return name
+    return os.path.relpath(here) if not os.path.relpath(here).startswith("..") else str(here)
 
 
 def pick_dataset(requested: str | None) -> str:
@@ -136,9 +147,9 @@ def run_demo(root: Path, dataset: str | None, people: int, workers: int, port: i
             f"requests + nightly {times['nightly']:.0f} s, total {time.perf_counter() - t0:.0f} s")
         log("")
         log("where to look next:")
-        log(f"  mlflow ui --backend-store-uri {home.tracking_uri}      runs, plots, versions, lineage")
-        log(f"  UNLEARN_HOME={home.root} unlearn audit {ids[0]}")
-        log(f"  UNLEARN_HOME={home.root} unlearn versions")
+        log(f"  {_tool('mlflow')} ui --backend-store-uri {home.tracking_uri}      runs, plots, versions, lineage")
+        log(f"  UNLEARN_HOME={home.root} {_tool('unlearn')} audit {ids[0]}")
+        log(f"  UNLEARN_HOME={home.root} {_tool('unlearn')} versions")
         if left or after["model_version"] == before["model_version"] or record["status"] != "purged":
             raise UserError("the demo did not end as it should (see above)")
         return summary

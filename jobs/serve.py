@@ -54,7 +54,7 @@ def start_app(home: Home, host: str, port: int, replicas: int, poll_s: float, ma
     """Deploy the app on the connected (or a new local) Ray; return its URL once healthy."""
     from ray import serve
 
-    from pipeline.ray_train import connect
+    from pipeline.ray_train import check_reachable, connect
     from serving.app import build_app
     from serving.token import resolve_token, token_sha256
 
@@ -63,6 +63,7 @@ def start_app(home: Home, host: str, port: int, replicas: int, poll_s: float, ma
         raise UserError("no champion model yet: run `unlearn init --dataset NAME` first")
     if not port_free(host, port):
         raise UserError(f"port {port} on {host} is taken: stop what uses it or pass --port")
+    check_reachable(address)  # before the token file is created: a mistake changes nothing
     token = resolve_token(home.root)
     most = autoscaling["max_replicas"] if autoscaling else replicas
     connect(address, num_cpus=max(os.cpu_count() or 1, most + 2))  # a CPU per replica, and some to spare

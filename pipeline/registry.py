@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,19 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _mlflow_error(uri: str, e: Exception) -> str:
+    """One line for what went wrong with the tracking store, without the HTTP client's
+    nested retry message."""
+    text = " ".join(str(e).split())
+    refused = re.search(r"\[Errno -?\d+\] ([^\"')]+)", text)
+    if refused or "Max retries exceeded" in text:
+        why = refused.group(1).strip() if refused else "no answer"
+        return f"cannot reach MLflow at {uri!r}: {why} (is the tracking server up? check MLFLOW_TRACKING_URI)"
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"cannot use MLflow at {uri!r}: {text} (check MLFLOW_TRACKING_URI)"
 
 
 class Registry:
@@ -56,9 +70,9 @@ class Registry:
 
         self.name = model_name
         self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._exc = MlflowException
         try:
+            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
             exp = self.client.get_experiment_by_name(experiment or model_name)
             if exp is None:
                 Path(artifacts).mkdir(parents=True, exist_ok=True)
@@ -66,10 +80,8 @@ class Registry:
                                                                    artifact_location=Path(artifacts).resolve().as_uri())
             else:
                 self.experiment_id = exp.experiment_id
-        except MlflowException as e:
-            raise UserError(f"cannot use MLflow at {tracking_uri!r}: {str(e).splitlines()[0]}") from None
-        except Exception as e:  # unreachable server, bad scheme
-            raise UserError(f"cannot reach MLflow at {tracking_uri!r}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        except Exception as e:  # unreachable server, bad scheme, a store MLflow cannot open
+            raise UserError(_mlflow_error(tracking_uri, e)) from None
         del mlflow
 
     # ---- runs ----------------------------------------------------------------------

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def unlearn(home, *args, **env):
-    full = {**os.environ, "UNLEARN_HOME": str(home.root), "OMP_NUM_THREADS": "1", **env}
-    full.pop("RAY_ADDRESS", None)
+    full = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "UNLEARN_LEDGER_URL")}
+    full.update(UNLEARN_HOME=str(home.root), OMP_NUM_THREADS="1", **env)
     return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True, env=full,
                           cwd=ROOT, timeout=240)
 
@@ -49,8 +49,10 @@ def assert_one_line(r, match):
 def pending(deployment):
     """One pending request for the duration of a test, rejected afterwards so that the
     nightly tests never see it."""
+    import uuid
+
     home, ledger, _ = deployment
-    rec = ledger.add(subject_id="user-errors-subject", reason="test")
+    rec, _ = ledger.add(subject_id=f"user-errors-{uuid.uuid4().hex[:8]}", reason="test")
     yield rec["request_id"]
     ledger.reject({rec["request_id"]: "test fixture cleaned up"})
 
