@@ -33,7 +33,7 @@ demo-bench: venv
 	@echo "see out/demo-digits/report.md and the plots beside it"
 
 # The headline benchmark, as measured for the README: both scenarios side by side, one
-# thread each (about 75 minutes on 2 cores; cached original/retrain models are reused).
+# thread each (50 minutes on 2 cores with cached original/retrain models, 70-90 from an empty cache).
 bench-fashion: venv
 	OMP_NUM_THREADS=1 $(BIN)/unlearn bench --dataset fashion-mnist --forget random:0.1 --methods all --seeds 0,1,2 --out out/fm-random & \
 	OMP_NUM_THREADS=1 $(BIN)/unlearn bench --dataset fashion-mnist --forget class:3 --methods all --seeds 0,1,2 --out out/fm-class3; \

@@ -368,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--forget", help="a forget spec: random:F, class:K, samples:IDS, subjects:IDS")
     f.add_argument("--method", default="lur", help="unlearning method")
     f.add_argument("--from", dest="start_from", default=None,
-                   help="checkpoint directory to start from (default: the dataset's original model)")
+                   help="checkpoint directory to start from (default: the MLflow champion when $UNLEARN_HOME "
+                        "is set up for the dataset, else the dataset's original model)")
     f.add_argument("--config", default=None, help="method/train config YAML (default: the shipped one)")
     f.add_argument("--seed", type=int, default=0, help="seed of the run (and of random:F forget sets)")
     f.add_argument("--out", required=True, help="output directory: model/ (safetensors + card) and metrics.json")

@@ -1,6 +1,6 @@
 """`unlearn forget`: one unlearning run on Ray, from a checkpoint, writing a checkpoint.
 
-    unlearn forget --dataset fashion-mnist --subjects train-subj-000007 --method lur --workers 2 --out out/forget
+    unlearn forget --dataset fashion-mnist --subjects fm-train-subj-000007 --method lur --workers 2 --out out/forget
 
 The starting model is `--from DIR` (safetensors + model card), else the MLflow champion
 when `unlearn init` set up $UNLEARN_HOME for this dataset, else the dataset's original

@@ -115,7 +115,8 @@ def model_card_md(name: str, card: dict[str, Any], lineage: dict[str, Any], eval
 {rows}
 
 UA = 100 - accuracy on the forgotten samples; RA on the retained ones; TA on test;
-MIA = MIA-Efficacy on the forgotten samples (DESIGN.md).
+MIA = MIA-Efficacy on the forgotten samples: the share an SVC, trained on retain (members)
+vs test (non-members) confidences, calls non-members.
 
 | gate | value | limit | |
 |---|---|---|---|

@@ -1,7 +1,7 @@
 """The Ray Serve application: FastAPI ingress around the plain `Predictor`.
 
     POST /predict        {"instances": [[float, ...], ...]} -> {"predictions": [int], "model_version": "N"}
-    GET  /healthz        -> {"status": "ok"|"degraded", "model_version", "last_error"}
+    GET  /healthz        -> {"status": "ok"|"degraded", "model_version", "last_error", "replica"}
     GET  /model          -> {"name", "version", "alias", "parent_version", "excluded_requests",
                              "champion", "replicas", "all_replicas"}
     POST /model/refresh  (token) check the champion alias now instead of at the next poll
