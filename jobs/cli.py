@@ -21,7 +21,7 @@ from pipeline.errors import UserError
 
 
 def home() -> Path:
-    return Path(os.environ.get("UNLEARN_HOME", "./.unlearn"))
+    return Path(os.environ.get("UNLEARN_HOME") or "./.unlearn")  # set but empty = unset
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -31,7 +31,25 @@ def parse_seeds(text: str) -> list[int]:
         raise UserError(f"--seeds {text!r}: give integers separated by commas, e.g. 0,1,2") from None
     if not seeds:
         raise UserError("--seeds is empty")
+    if min(seeds) < 0:
+        raise UserError(f"--seeds {text!r}: seeds must not be negative")
     return seeds
+
+
+def output_dir(text: str) -> Path:
+    """--out: refuse a path that cannot become a directory before any work is done."""
+    out = Path(text)
+    if not text.strip():
+        raise UserError("--out is empty: name an output directory")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory")
+    return out
+
+
+def check_seed(seed: int) -> int:
+    if seed < 0:
+        raise UserError(f"--seed {seed}: seeds must not be negative")
+    return seed
 
 
 ENVIRONMENT = """environment:
@@ -89,6 +107,14 @@ def ray_options(args: argparse.Namespace):
         raise UserError("--cpus-per-worker and --gpus-per-worker must be positive")
     if args.max_failures < 0:
         raise UserError("--max-failures must not be negative")
+    if args.replicate_forget_below is not None and args.replicate_forget_below < 0:
+        raise UserError("--replicate-forget-below must not be negative")
+    local = not (args.address or os.environ.get("RAY_ADDRESS"))
+    cores = os.cpu_count() or 1
+    if local and args.workers > 2 * cores:
+        # A local Ray would start them all, each a process with its own torch, on these cores.
+        raise UserError(f"--workers {args.workers} on a local Ray with {cores} CPU cores: use at most {2 * cores}, "
+                        f"or join a cluster with --address")
     return RayOptions(workers=args.workers, address=args.address, gpu=args.gpu, cpus_per_worker=args.cpus_per_worker,
                       gpus_per_worker=args.gpus_per_worker,
                       autocast_bf16=args.bf16, max_failures=args.max_failures,
@@ -100,11 +126,16 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from jobs.forget import forget_spec_of, run_forget
     from pipeline.methods import METHODS
 
+    from pipeline.ray_train import check_reachable
+
     spec = forget_spec_of(args.samples, args.subjects, args.forget)
+    out = output_dir(args.out)
+    check_seed(args.seed)
+    check_reachable(args.address)
     if args.method not in METHODS:
         raise UserError(f"unknown method {args.method!r}; choose from {', '.join(METHODS)}")
     config = Path(args.config) if args.config else default_config_path(args.dataset)
-    run_forget(args.dataset, spec, args.method, Path(args.out), home(), ray_options(args), config,
+    run_forget(args.dataset, spec, args.method, out, home(), ray_options(args), config,
                Path(args.start_from) if args.start_from else None, args.seed)
     return 0
 
@@ -120,13 +151,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise UserError(f"unknown methods {unknown}; choose from {', '.join(METHODS)} or all")
+    from pipeline.methods import ORACLE
+
+    if methods == [ORACLE]:
+        raise UserError(f"{ORACLE} is the oracle every method is compared with, and always runs: "
+                        f"name the methods to compare, e.g. --methods lur,finetune")
+    out = output_dir(args.out)
     from pipeline.devices import resolve_device
 
     device = resolve_device(args.device)
     if args.engine == "local" and (args.workers != 1 or args.gpu or args.address):
         raise UserError("--workers, --gpu and --address run on Ray: add --engine ray")
     ray_opts = ray_options(args) if args.engine == "ray" else None
-    run_bench(args.dataset, args.forget, methods, parse_seeds(args.seeds), Path(args.out), home(),
+    run_bench(args.dataset, args.forget, methods, parse_seeds(args.seeds), out, home(),
               Path(args.config) if args.config else None, device=device, ray_opts=ray_opts)
     return 0
 
@@ -134,7 +171,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from jobs.bench import render
 
-    render(Path(args.out))
+    try:
+        render(Path(args.out))
+    except (ValueError, KeyError, TypeError) as e:  # a results.json this version did not write
+        raise UserError(f"{Path(args.out) / 'results.json'} is not a benchmark result ({type(e).__name__}: {e})") from None
     print(f"wrote {Path(args.out) / 'report.md'} and plots")
     return 0
 
@@ -148,7 +188,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from pipeline.devices import resolve_device
 
     device = resolve_device(args.device)
-    run_tune(args.dataset, args.forget, parse_methods(args.methods), Path(args.out), home(), config, grid,
+    out = output_dir(args.out)
+    check_seed(args.seed)
+    run_tune(args.dataset, args.forget, parse_methods(args.methods), out, home(), config, grid,
              args.holdout, args.subsample, args.seed, device=device)
     return 0
 
@@ -164,7 +206,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from jobs.init import run_init
 
     config = Path(args.config) if args.config else default_config_path(args.dataset)
-    run_init(deployment(), args.dataset, ray_options(args), config, args.seed)
+    run_init(deployment(), args.dataset, ray_options(args), config, check_seed(args.seed))
     return 0
 
 
@@ -208,23 +250,18 @@ def cmd_request_list(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    import yaml
-
     from jobs.nightly import NightlyConfig, run_nightly
+    from pipeline.config import read_yaml
 
     data: dict = {}
-    if args.config:
-        try:
-            data = yaml.safe_load(Path(args.config).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise UserError(f"cannot read --config {args.config}: {e}") from None
+    if args.config is not None:
+        if not args.config.strip():
+            raise UserError("--config is empty: give a nightly YAML file, or leave the option out")
+        data = read_yaml(args.config, "--config") or {}
+        if not isinstance(data, dict):
+            raise UserError(f"--config {args.config}: expected a mapping of settings (method, gates, retrain, ...)")
     cfg = NightlyConfig.from_dict(data, args.config or "nightly config")
-    from pipeline.methods import METHODS, ORACLE
-
-    if args.method:
-        if args.method not in METHODS or args.method == ORACLE:
-            raise UserError(f"unknown unlearning method {args.method!r}; choose from "
-                            f"{', '.join(m for m in METHODS if m != ORACLE)}")
+    if args.method is not None:
         cfg.method = args.method
     for flag, attr in (("max_ta_drop", "max_ta_drop"), ("max_ra_drop", "max_ra_drop"),
                        ("forget_margin", "forget_margin")):
@@ -234,6 +271,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         cfg.retrain.after_rounds = args.retrain_after
     if args.grace_days is not None:
         cfg.grace_days = args.grace_days
+    cfg.validate("the nightly's options")  # before the lock or the batch: a mistake changes nothing
     out = run_nightly(deployment(), cfg, ray_options(args))
     return 3 if out.get("state") == "failed" else 0
 
@@ -274,8 +312,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return serve.stop(home)
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port")
-    if args.replicas < 1 or args.poll_s <= 0 or args.max_batch_size < 1:
-        raise UserError("--replicas and --max-batch-size must be at least 1, --poll-s positive")
+    if args.replicas < 1 or args.max_batch_size < 1 or not 0 < args.poll_s < float("inf") \
+            or not 0 < args.target_ongoing < float("inf"):
+        raise UserError("--replicas and --max-batch-size must be at least 1, --poll-s and --target-ongoing positive")
     autoscaling = None
     if args.autoscale:
         try:
@@ -298,6 +337,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     command = list(args.command_args)
     if command[:1] == ["--"]:
         command = command[1:]
+    if command and not {"-h", "--help"} & set(command):
+        build_parser().parse_args(command)  # a typo fails here, not on the cluster after using up tonight's id
     return submit(args.address, command, args.submission_id, args.wait)
 
 
@@ -493,10 +534,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `serve --detach` re-runs itself with these
+    name = " ".join(filter(None, ("unlearn", args.command, getattr(args, "request_command", None))))
     try:
         return args.func(args)
     except UserError as e:
-        print(f"unlearn {args.command}: error: {e}", file=sys.stderr)
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path that is a file, a read-only or full disk: the environment, not a bug
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{name}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ finishes the job; re-running after success says so and changes nothing.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from pipeline.errors import UserError
 from pipeline.home import Home, registered_model_name
 from pipeline.ledger import Ledger
 from pipeline.metrics import accuracy, predict_logits
-from pipeline.models import config_hash
+from pipeline.models import build_model, config_hash
 from pipeline.problem import load_run_configs, load_store, model_card, store_path
 from pipeline.registry import Registry
 from pipeline.train import to_tensors
@@ -36,7 +37,16 @@ def run_init(home: Home, dataset: str, ray_opts, config_path: Path, seed: int = 
     configs, train_cfg = load_run_configs(config_path)
     train_cfg = type(train_cfg).from_dict({**train_cfg.to_dict(), "seed": seed})
     name = registered_model_name(dataset)
-    train, test = load_store(dataset, home.root)  # an unknown dataset fails before anything is created
+    fresh = not home.root.exists()
+    try:
+        train, test = load_store(dataset, home.root)  # an unknown dataset fails before anything is created
+        num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+        card = model_card(dataset, train, num_classes, train_cfg)
+        build_model(card["arch"], tuple(card["input_shape"]), num_classes, **card["model_kwargs"])  # bad kwargs fail here
+    except UserError:
+        if fresh:  # a mistake leaves no half-made home behind (the ingested store went in first)
+            shutil.rmtree(home.root, ignore_errors=True)
+        raise
     Ledger(home.ledger_url)  # creates the tables; a bad URL fails here, before any training
     registry = Registry(home.tracking_uri, name, home.artifacts)
     store = store_path(dataset, home.root)
@@ -52,8 +62,6 @@ def run_init(home: Home, dataset: str, ray_opts, config_path: Path, seed: int = 
 
     from pipeline.ray_train import train_on_ray
 
-    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-    card = model_card(dataset, train, num_classes, train_cfg)
     log(f"training the original {train_cfg.arch} on {len(train)} samples, {train_cfg.epochs} epochs, "
         f"{ray_opts.workers} Ray worker(s)")
     model, summary = train_on_ray(card, store, [], train_cfg, ray_opts, home.root, rows=len(train))

@@ -25,6 +25,7 @@ kills the process after that stage: the crash-safety tests use it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -78,7 +79,30 @@ class NightlyConfig:
         retrain = _from_dict(RetrainPolicy, data.pop("retrain", {}) or {}, f"{where}: retrain")
         cfg = _from_dict(cls, {**data}, where)
         cfg.gates, cfg.retrain = gates, retrain
+        cfg.validate(where)
         return cfg
+
+    def validate(self, where: str) -> None:
+        """Values that parse but make no sense: an unknown method, a negative grace period
+        (it would delete weights at once), NaN or infinite gates (always failing or off)."""
+        from pipeline.methods import METHODS, ORACLE
+
+        if self.method not in METHODS or self.method == ORACLE:
+            raise UserError(f"{where}: unknown unlearning method {self.method!r}; choose from "
+                            f"{', '.join(m for m in METHODS if m != ORACLE)}")
+        numbers = {"gates." + k: v for k, v in self.gates.to_dict().items()}
+        numbers.update({"retrain." + k: v for k, v in asdict(self.retrain).items()})
+        numbers.update(grace_days=self.grace_days, serve_wait_s=self.serve_wait_s,
+                       lock_stale_minutes=self.lock_stale_minutes)
+        for name, value in numbers.items():
+            if not math.isfinite(value):
+                raise UserError(f"{where}: {name} must be a finite number, got {value!r}")
+        for name in ("retrain.after_rounds", "retrain.above_forgotten_pct", "grace_days", "serve_wait_s",
+                     "gates.binomial_z", "gates.forget_margin"):
+            if numbers[name] < 0:
+                raise UserError(f"{where}: {name} must not be negative, got {numbers[name]!r}")
+        if self.lock_stale_minutes <= 0:
+            raise UserError(f"{where}: lock_stale_minutes must be positive")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

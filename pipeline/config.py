@@ -6,10 +6,34 @@ shipped config fails at start-up, not silently.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
+
+
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """A YAML file's content, or one line that says what is wrong with the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} not found") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not a UTF-8 text file") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{what} {path} is not valid YAML{where}: {problem}") from None
 
 
 def _from_dict(cls, data: dict[str, Any], where: str):
@@ -26,6 +50,8 @@ def _from_dict(cls, data: dict[str, Any], where: str):
         ok = isinstance(value, type(default)) or (isinstance(default, float) and isinstance(value, int))
         if not ok or isinstance(value, bool) != isinstance(default, bool):
             raise UserError(f"{where}: {f.name} should be {type(default).__name__}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{where}: {f.name} must be a finite number, got {value!r}")
     return cfg
 
 
@@ -47,7 +73,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "train config") -> "TrainConfig":
-        return _from_dict(cls, data, where)
+        cfg = _from_dict(cls, data, where)
+        if cfg.epochs < 1 or cfg.batch_size < 1:
+            raise UserError(f"{where}: epochs and batch_size must be at least 1")
+        if cfg.lr <= 0 or cfg.weight_decay < 0 or cfg.seed < 0:
+            raise UserError(f"{where}: lr must be positive; weight_decay and seed must not be negative")
+        from pipeline.models import ARCHITECTURES
+
+        if cfg.arch not in ARCHITECTURES:
+            raise UserError(f"{where}: unknown architecture {cfg.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -33,7 +33,7 @@ class Home:
 
     @classmethod
     def from_env(cls, root: str | Path | None = None) -> "Home":
-        return cls(Path(root or os.environ.get("UNLEARN_HOME", "./.unlearn")).resolve())
+        return cls(Path(root or os.environ.get("UNLEARN_HOME") or "./.unlearn").resolve())
 
     @property
     def ledger_url(self) -> str:
@@ -57,7 +57,15 @@ class Home:
         if not path.exists():
             raise UserError(f"{self.root} has no deployment yet: run `unlearn init --dataset NAME` first "
                             f"(or set UNLEARN_HOME to the right directory)")
-        return json.loads(path.read_text())
+        try:
+            state = json.loads(path.read_text())
+        except (ValueError, OSError) as e:
+            raise UserError(f"{path} is unreadable or corrupt ({e}): restore it from a backup, or set up a new "
+                            f"UNLEARN_HOME with `unlearn init`") from None
+        if not isinstance(state, dict) or not {"dataset", "model_name"} <= set(state):
+            raise UserError(f"{path} is corrupt (no dataset/model_name): restore it from a backup, or set up a "
+                            f"new UNLEARN_HOME with `unlearn init`")
+        return state
 
     def ledger(self):
         """The deployment's ledger (after `unlearn init`)."""

@@ -226,17 +226,12 @@ def run_method(problem: Problem, ucfg: UnlearnConfig, ray_opts=None, home: Path 
 
 
 def load_method_configs(path: Path) -> dict[str, Any]:
-    import yaml
+    from pipeline.config import read_yaml
 
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-        if not isinstance(data, dict):
-            raise UserError(f"{path}: expected a mapping with a 'train' section and one section per scenario")
-        return data
-    except FileNotFoundError:
-        raise UserError(f"config file {path} not found") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{path} is not valid YAML: {e}") from None
+    data = read_yaml(path, "config file")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping with a 'train' section and one section per scenario")
+    return data
 
 
 def load_run_configs(path: Path) -> tuple[dict[str, Any], TrainConfig]:

@@ -347,10 +347,28 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
     """
     import socket
 
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
-    if not re.fullmatch(r"[\w.\-]+:\d+", address):
-        return  # "local", "auto", ray://...: Ray itself says what is wrong
-    host, _, port = address.rpartition(":")
+    address = (address if address is not None else os.environ.get("RAY_ADDRESS")) or "local"
+    if address == "local":
+        return
+    if address == "auto":  # the cluster `ray start` left on this machine, if any
+        try:  # where `ray start` records the running cluster (RAY_TMPDIR, TMPDIR or /tmp, then ray/)
+            from ray._common.utils import get_ray_address_file
+
+            current = Path(get_ray_address_file(None))
+        except ImportError:  # another Ray version moved it
+            current = Path(os.environ.get("RAY_TMPDIR") or "/tmp") / "ray" / "ray_current_cluster"
+        if not current.exists():
+            raise UserError("--address auto: no Ray cluster was started on this machine (`ray start --head`); "
+                            "leave --address out for a local Ray")
+        target = current.read_text().split()[0] if current.read_text().strip() else ""
+    elif address.startswith(("http://", "https://")):
+        raise UserError(f"{address} is a dashboard / Jobs API URL: join the cluster's GCS at HOST:PORT "
+                        f"(e.g. 10.0.0.1:6379), or run the command as a job with `unlearn submit --address {address}`")
+    else:
+        target = address.removeprefix("ray://")
+    if not re.fullmatch(r"[\w.\-]+:\d+", target):
+        raise UserError(f"{address!r} is not a Ray address: give HOST:PORT, ray://HOST:PORT, auto or local")
+    host, _, port = target.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as e:

@@ -17,7 +17,7 @@ from pipeline.errors import UserError
 def _ids(arg: str, what: str) -> set[str]:
     ids = [s.strip() for s in arg.split(",") if s.strip()]
     if not ids:
-        raise UserError(f"no {what} ids given: write {what}:ID,ID,...")
+        raise UserError(f"no {what} ids given: write {what}s:ID,ID,...")
     return set(ids)
 
 

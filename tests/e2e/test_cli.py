@@ -61,6 +61,15 @@ def test_help_on_every_command(tmp_path):
         (["serve"], "unlearn init"),
         (["serve", "--port", "0"], "not a TCP port"),
         (["serve", "--stop"], "nothing is serving"),
+        (["nightly", "--grace-days", "-1"], "grace_days must not be negative"),
+        (["nightly", "--max-ra-drop", "nan"], "must be a finite number"),
+        (["nightly", "--config", ""], "--config is empty"),
+        (["nightly", "--method", ""], "unknown unlearning method ''"),
+        (["nightly", "--workers", "500"], "on a local Ray"),
+        (["init", "--dataset", "digits", "--seed", "-1"], "seeds must not be negative"),
+        (["init", "--dataset", "digits", "--config", "."], "Is a directory"),
+        (["bench", "--dataset", "digits", "--methods", "retrain", "--out", "o"], "the oracle"),
+        (["submit", "--", "nightly", "--workrs", "2"], "unrecognized arguments: --workrs 2"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, match):
@@ -69,6 +78,8 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, args, match):
     assert match in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()  # a mistake writes no output directory
+    if args[0] not in ("bench", "tune", "forget", "report"):  # those keep a dataset cache in the home
+        assert not (tmp_path / "home").exists()  # ... and a deployment command sets up nothing
 
 
 def test_digits_bench_runs_every_method_end_to_end(tmp_path):

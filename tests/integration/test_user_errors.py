@@ -72,7 +72,7 @@ def pending(deployment):
     ({}, ["audit", "del-doesnotexist"], "no deletion request 'del-doesnotexist'"),
     ({}, ["rollback", "--to", "999"], "no version 999"),
     ({}, ["request", "list", "--status", "gone"], "status"),
-    ({}, ["nightly", "--config", "/nonexistent.yaml"], "cannot read --config"),
+    ({}, ["nightly", "--config", "/nonexistent.yaml"], "--config /nonexistent.yaml not found"),
 ])
 def test_a_mistake_is_one_line_and_changes_nothing(deployment, pending, env, args, match):
     home, ledger, registry = deployment
