@@ -298,9 +298,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    from jobs.versions import format_versions
+    import json
 
-    print(format_versions(_registry(), _ledger()))
+    from jobs.versions import format_versions, version_records
+
+    records = version_records(_registry(), _ledger())
+    print(json.dumps(records, indent=2) if args.json else format_versions(records))
     return 0
 
 
@@ -526,7 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=cmd_demo)
 
     v = sub.add_parser("versions", help="list registered versions with lineage and what they contain",
-                       formatter_class=fmt, description="Every registered version: parent, method, requests, metrics.")
+                       formatter_class=fmt, description="Every registered version: parent, method, requests, metrics, "
+                                                             "and whether it still contains purged data.")
+    v.add_argument("--json", action="store_true", help="print JSON")
     v.set_defaults(func=cmd_versions)
     return p
 

@@ -49,10 +49,10 @@ def run_tune(dataset: str, forget_spec: str, methods: list[str], out: Path, home
         raise UserError("tuning needs --holdout N > 0: a validation split carved from train, never the test set")
     configs, train_cfg = load_run_configs(config_path)
     grids = load_method_configs(grid_path).get(scenario_of(forget_spec), {})
-    Path(out).mkdir(parents=True, exist_ok=True)
     plan = {m: grid_points(method_config(configs, forget_spec, m, seed), grids.get(m, {})) for m in methods}
     problem = make_problem(dataset, forget_spec, seed, train_cfg, home, holdout=holdout, subsample=subsample, log=log,
                            device=device)
+    Path(out).mkdir(parents=True, exist_ok=True)  # after the plan and the problem: a mistake leaves no empty --out
     log(f"validation problem: retrain {problem.retrain_metrics}")
     results: dict[str, Any] = {"dataset": dataset, "forget": forget_spec, "holdout": holdout, "subsample": subsample,
                                "retrain": problem.retrain_metrics, "methods": {}}

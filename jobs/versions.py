@@ -109,23 +109,31 @@ def format_audit(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def format_versions(registry: Registry, ledger: Ledger) -> str:
+def version_records(registry: Registry, ledger: Ledger) -> list[dict[str, Any]]:
+    """Every registered version with its lineage, metrics and what it still contains."""
     champion, versions = registry.champion(), registry.versions()
     if champion is None and not versions:
         raise UserError(f"no champion model yet: {registry.name} has no versions in MLflow at {registry.uri} "
                         f"(run `unlearn init --dataset NAME`, or check MLFLOW_TRACKING_URI)")
-    rows = [f"{'ver':>4}  {'parent':>6}  {'method':<12} {'requests':>8}  {'UA':>6} {'RA':>6} {'TA':>6} {'MIA':>6}  note"]
+    out = []
     for v in versions:
         t = v["tags"]
-        notes = []
-        if v["version"] == champion:
-            notes.append("champion")
-        if t.get("weights_deleted_at"):
-            notes.append("weights deleted")
-        elif contained_purged(registry, ledger, v["version"]):
-            notes.append("contains purged data")
-        rows.append(f"{v['version']:>4}  {t.get('parent_version', '-'):>6}  {t.get('method', '-'):<12} "
-                    f"{t.get('request_count', '0'):>8}  {t.get('UA', '-'):>6} {t.get('RA', '-'):>6} "
-                    f"{t.get('TA', '-'):>6} {t.get('MIA', '-'):>6}  {', '.join(notes)}")
-    return "\n".join(rows)
+        deleted = t.get("weights_deleted_at")
+        out.append({"version": v["version"], "parent_version": int(t["parent_version"]) if t.get("parent_version") else None,
+                    "method": t.get("method"), "request_count": int(t.get("request_count", 0)),
+                    "metrics": {k: float(t[k]) for k in ("UA", "RA", "TA", "MIA") if t.get(k)},
+                    "champion": v["version"] == champion, "weights_deleted_at": deleted,
+                    "contains_purged_data": bool(not deleted and contained_purged(registry, ledger, v["version"]))})
+    return out
 
+
+def format_versions(records: list[dict[str, Any]]) -> str:
+    rows = [f"{'ver':>4}  {'parent':>6}  {'method':<12} {'requests':>8}  {'UA':>6} {'RA':>6} {'TA':>6} {'MIA':>6}  note"]
+    for r in records:
+        notes = ["champion"] * r["champion"] + ["weights deleted"] * bool(r["weights_deleted_at"]) \
+            + ["contains purged data"] * r["contains_purged_data"]
+        m = {k: f"{r['metrics'][k]:.2f}" if k in r["metrics"] else "-" for k in ("UA", "RA", "TA", "MIA")}
+        rows.append(f"{r['version']:>4}  {r['parent_version'] if r['parent_version'] is not None else '':>6}  "
+                    f"{r['method'] or '-':<12} {r['request_count']:>8}  {m['UA']:>6} {m['RA']:>6} {m['TA']:>6} "
+                    f"{m['MIA']:>6}  {', '.join(notes)}")
+    return "\n".join(rows)

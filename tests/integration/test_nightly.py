@@ -230,3 +230,21 @@ def test_request_add_refuses_bad_input_and_leaves_the_ledger_alone(deployment, m
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert (ledger.list(), ledger.events()) == before
+
+
+def test_versions_as_text_and_json_agree_with_the_registry(deployment):
+    home, ledger, registry = deployment
+    env = {**os.environ, "UNLEARN_HOME": str(home.root)}
+    as_json = subprocess.run([sys.executable, "-m", "jobs.cli", "versions", "--json"], capture_output=True, text=True,
+                             env=env, cwd=ROOT, timeout=120)
+    as_text = subprocess.run([sys.executable, "-m", "jobs.cli", "versions"], capture_output=True, text=True,
+                             env=env, cwd=ROOT, timeout=120)
+    assert as_json.returncode == 0 and as_text.returncode == 0, as_json.stderr + as_text.stderr
+    import json
+
+    records = json.loads(as_json.stdout)
+    assert [r["version"] for r in records] == [v["version"] for v in registry.versions()]
+    assert [r["version"] for r in records if r["champion"]] == [registry.champion()]
+    known = {r["version"] for r in records}
+    assert all(r["parent_version"] in known for r in records if r["method"] != "train")
+    assert len(as_text.stdout.strip().splitlines()) == len(records) + 1  # a header and a row per version
