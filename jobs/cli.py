@@ -13,6 +13,7 @@ and exit code 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -109,7 +110,7 @@ def ray_options(args: argparse.Namespace):
         raise UserError("--max-failures must not be negative")
     if args.replicate_forget_below is not None and args.replicate_forget_below < 0:
         raise UserError("--replicate-forget-below must not be negative")
-    local = not (args.address or os.environ.get("RAY_ADDRESS"))
+    local = (args.address or os.environ.get("RAY_ADDRESS") or "local") == "local"
     cores = os.cpu_count() or 1
     if local and args.workers > 2 * cores:
         # A local Ray would start them all, each a process with its own torch, on these cores.
@@ -340,8 +341,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     command = list(args.command_args)
     if command[:1] == ["--"]:
         command = command[1:]
-    if command and not {"-h", "--help"} & set(command):
-        build_parser().parse_args(command)  # a typo fails here, not on the cluster after using up tonight's id
+    if command and (command[0] == "nightly" or not {"-h", "--help"} & set(command)):
+        # A typo fails here, not on the cluster after using up tonight's nightly-YYYYMMDD id
+        # (`-- nightly --help` prints the help here, for the same reason).
+        build_parser().parse_args(command)
     return submit(args.address, command, args.submission_id, args.wait)
 
 
@@ -357,8 +360,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="unlearn",
-        description="Make a trained model forget: deletion requests in a ledger, LUR and the field's baselines on "
-                    "Ray, versions in MLflow, the champion served by Ray Serve. Start with `unlearn demo`.",
+        description="Make a trained model forget: deletion requests in a ledger, LUR and the field's\n"
+                    "baselines on Ray, versions in MLflow, the champion served by Ray Serve.\n"
+                    "Start with `unlearn demo`.",
         formatter_class=type("TopHelp", (HelpFormatter, argparse.RawDescriptionHelpFormatter), {}),
         epilog=ENVIRONMENT,
     )
@@ -545,7 +549,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"{name}: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # a path that is a file, a read-only or full disk: the environment, not a bug
+    except OSError as e:
+        # A path that is a file, no permission, a read-only or full disk: the environment, not
+        # a bug. Any other OSError keeps its traceback.
+        if not (isinstance(e, (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError))
+                or e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)):
+            raise
         where = f"{e.filename}: " if e.filename else ""
         print(f"{name}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2

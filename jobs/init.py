@@ -43,12 +43,12 @@ def run_init(home: Home, dataset: str, ray_opts, config_path: Path, seed: int = 
         num_classes = int(max(train.labels.max(), test.labels.max())) + 1
         card = model_card(dataset, train, num_classes, train_cfg)
         build_model(card["arch"], tuple(card["input_shape"]), num_classes, **card["model_kwargs"])  # bad kwargs fail here
+        Ledger(home.ledger_url)  # creates the tables; a bad URL fails here, before any training
+        registry = Registry(home.tracking_uri, name, home.artifacts)
     except UserError:
         if fresh:  # a mistake leaves no half-made home behind (the ingested store went in first)
             shutil.rmtree(home.root, ignore_errors=True)
         raise
-    Ledger(home.ledger_url)  # creates the tables; a bad URL fails here, before any training
-    registry = Registry(home.tracking_uri, name, home.artifacts)
     store = store_path(dataset, home.root)
     state = {"dataset": dataset, "model_name": name, "store": store, "config": str(Path(config_path).resolve()),
              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

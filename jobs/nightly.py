@@ -98,7 +98,7 @@ class NightlyConfig:
             if not math.isfinite(value):
                 raise UserError(f"{where}: {name} must be a finite number, got {value!r}")
         for name in ("retrain.after_rounds", "retrain.above_forgotten_pct", "grace_days", "serve_wait_s",
-                     "gates.binomial_z", "gates.forget_margin"):
+                     "gates.binomial_z"):
             if numbers[name] < 0:
                 raise UserError(f"{where}: {name} must not be negative, got {numbers[name]!r}")
         if self.lock_stale_minutes <= 0:
@@ -138,8 +138,12 @@ def run_nightly(home: Home, cfg: NightlyConfig, ray_opts, log=print) -> dict[str
     from pipeline.ray_train import check_reachable
 
     state = home.state()
-    check_reachable(ray_opts.address)  # before the lock and the batch: an unreachable cluster changes nothing
     ledger, registry = home.ledger(), home.registry()
+    open_batch = ledger.open_batch()
+    if ledger.list("pending") or (open_batch and open_batch["state"] in ("open", "resolved")):
+        # This night will run on Ray: an unreachable cluster must fail before the lock and the
+        # batch, so it changes nothing. A night without Ray work (housekeeping) does not need it.
+        check_reachable(ray_opts.address)
     owner = ledger.acquire_lock(LOCK, timedelta(minutes=cfg.lock_stale_minutes))
     beat = _Heartbeat(ledger, owner)
     beat.start()

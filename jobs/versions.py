@@ -9,6 +9,7 @@ that request is not among them: such a version must not be served again silently
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -121,7 +122,8 @@ def version_records(registry: Registry, ledger: Ledger) -> list[dict[str, Any]]:
         deleted = t.get("weights_deleted_at")
         out.append({"version": v["version"], "parent_version": int(t["parent_version"]) if t.get("parent_version") else None,
                     "method": t.get("method"), "request_count": int(t.get("request_count", 0)),
-                    "metrics": {k: float(t[k]) for k in ("UA", "RA", "TA", "MIA") if t.get(k)},
+                    "metrics": {k: float(t[k]) for k in ("UA", "RA", "TA", "MIA")
+                                if t.get(k) and math.isfinite(float(t[k]))},  # JSON has no NaN
                     "champion": v["version"] == champion, "weights_deleted_at": deleted,
                     "contains_purged_data": bool(not deleted and contained_purged(registry, ledger, v["version"]))})
     return out

@@ -34,6 +34,8 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UserError(f"{what} {path} is not valid YAML{where}: {problem}") from None
+    except ValueError as e:  # a value YAML recognises but cannot build, e.g. the date 2024-02-30
+        raise UserError(f"{what} {path}: {e}") from None
 
 
 def _from_dict(cls, data: dict[str, Any], where: str):
@@ -76,8 +78,8 @@ class TrainConfig:
         cfg = _from_dict(cls, data, where)
         if cfg.epochs < 1 or cfg.batch_size < 1:
             raise UserError(f"{where}: epochs and batch_size must be at least 1")
-        if cfg.lr <= 0 or cfg.weight_decay < 0 or cfg.seed < 0:
-            raise UserError(f"{where}: lr must be positive; weight_decay and seed must not be negative")
+        if cfg.lr <= 0 or cfg.weight_decay < 0:
+            raise UserError(f"{where}: lr must be positive and weight_decay not negative")
         from pipeline.models import ARCHITECTURES
 
         if cfg.arch not in ARCHITECTURES:

@@ -94,8 +94,17 @@ def _require_sqlite_file(url: str, what: str, env: str) -> None:
     """`unlearn init` created this deployment's SQLite files. One that is missing means a
     mistyped URL, and opening it would silently create an empty store (no requests, no
     champion) instead of saying so."""
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        raise UserError(f"no {what} at {url[len('sqlite:///'):]}: check {env} (unset, it is $UNLEARN_HOME's own)")
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return  # not a URL SQLAlchemy reads: opening it says what is wrong
+    db = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+        return
+    if not Path(db).exists():
+        raise UserError(f"no {what} at {db}: check {env} (unset, it is $UNLEARN_HOME's own)")
 
 
 def registered_model_name(dataset: str) -> str:

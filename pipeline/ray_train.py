@@ -339,6 +339,20 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         raise UserError(f"cannot reach the Ray cluster at {address}: {e}") from None
 
 
+def _host_port(address: str) -> tuple[str, str] | None:
+    """HOST:PORT as Ray reads it (IPv6 in brackets too), or None."""
+    try:
+        from ray._common.network_utils import parse_address
+
+        parsed = parse_address(address)
+    except ImportError:  # another Ray version moved it
+        m = re.fullmatch(r"\[?([\w.\-:]+?)\]?:(\d+)", address)
+        parsed = m.groups() if m else None
+    if parsed is None or not str(parsed[1]).isdigit():
+        return None
+    return parsed[0], parsed[1]
+
+
 def check_reachable(address: str | None, timeout: float = 5.0) -> None:
     """For a plain HOST:PORT (or $RAY_ADDRESS), a TCP connect to the GCS: is anything there at all?
 
@@ -350,6 +364,8 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
     address = (address if address is not None else os.environ.get("RAY_ADDRESS")) or "local"
     if address == "local":
         return
+    if address == "auto" and os.environ.get("RAY_ADDRESS", "auto") not in ("", "auto"):
+        address = os.environ["RAY_ADDRESS"]  # what ray.init("auto") would use first
     if address == "auto":  # the cluster `ray start` left on this machine, if any
         try:  # where `ray start` records the running cluster (RAY_TMPDIR, TMPDIR or /tmp, then ray/)
             from ray._common.utils import get_ray_address_file
@@ -366,9 +382,10 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
                         f"(e.g. 10.0.0.1:6379), or run the command as a job with `unlearn submit --address {address}`")
     else:
         target = address.removeprefix("ray://")
-    if not re.fullmatch(r"[\w.\-]+:\d+", target):
+    parsed = _host_port(target)
+    if parsed is None:
         raise UserError(f"{address!r} is not a Ray address: give HOST:PORT, ray://HOST:PORT, auto or local")
-    host, _, port = target.rpartition(":")
+    host, port = parsed
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as e:

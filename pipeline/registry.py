@@ -41,12 +41,11 @@ def _mlflow_error(uri: str, e: Exception) -> str:
     """One line for what went wrong with the tracking store, without the HTTP client's
     nested retry message."""
     text = " ".join(str(e).split())
-    refused = re.search(r"\[Errno -?\d+\] ([^\"')]+)", text)
-    if refused or "Max retries exceeded" in text:
+    if uri.startswith(("http://", "https://")) and ("Max retries exceeded" in text or "ConnectionError" in text
+                                                    or "Errno" in text):
+        refused = re.search(r"\[Errno -?\d+\] ([^\"')]+)", text)
         why = refused.group(1).strip() if refused else "no answer"
         return f"cannot reach MLflow at {uri!r}: {why} (is the tracking server up? check MLFLOW_TRACKING_URI)"
-    if len(text) > 200:
-        text = text[:200] + "..."
     return f"cannot use MLflow at {uri!r}: {text} (check MLFLOW_TRACKING_URI)"
 
 

@@ -56,7 +56,7 @@ def test_nightly_options_are_checked_after_the_flags_are_applied():
     ({"epochs": 0}, "epochs and batch_size must be at least 1"),
     ({"arch": "bogus"}, "unknown architecture 'bogus'"),
     ({"lr": 0.0}, "lr must be positive"),
-    ({"seed": -1}, "must not be negative"),
+    ({"weight_decay": -1.0}, "weight_decay not negative"),
 ])
 def test_train_config_refuses_values_that_cannot_train(data, match):
     with pytest.raises(UserError, match=match):
@@ -68,6 +68,7 @@ def test_train_config_refuses_values_that_cannot_train(data, match):
     ("http://127.0.0.1:8265", "is a dashboard / Jobs API URL"),
     ("127.0.0.1:1", "cannot reach the Ray cluster at 127.0.0.1:1"),
     ("ray://127.0.0.1:1", "cannot reach the Ray cluster at ray://127.0.0.1:1"),
+    ("[::1]:1", "cannot reach the Ray cluster at \\[::1\\]:1"),  # IPv6 is an address, just not reachable
 ])
 def test_a_bad_ray_address_fails_before_anything_starts(address, match):
     with pytest.raises(UserError, match=match):
@@ -92,3 +93,14 @@ def test_an_empty_unlearn_home_means_the_default(monkeypatch, tmp_path):
     monkeypatch.setenv("UNLEARN_HOME", "")
     monkeypatch.chdir(tmp_path)
     assert Home.from_env().root == (tmp_path / ".unlearn").resolve()
+
+
+def test_sqlite_urls_with_options_are_files_too(tmp_path, monkeypatch):
+    """A mistyped SQLite path is refused; the same file with URL options is not."""
+    (tmp_path / "home.json").write_text('{"dataset": "digits", "model_name": "unlearn-digits"}')
+    monkeypatch.setenv("UNLEARN_LEDGER_URL", f"sqlite:///{tmp_path / 'typo.db'}")
+    with pytest.raises(UserError, match="no ledger at"):
+        Home(tmp_path).ledger()
+    monkeypatch.setenv("UNLEARN_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}?timeout=30")
+    (tmp_path / "ledger.db").touch()
+    Home(tmp_path).ledger()  # opens; the query string is not part of the path
