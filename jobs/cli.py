@@ -22,7 +22,9 @@ from pipeline.errors import UserError
 
 
 def home() -> Path:
-    return Path(os.environ.get("UNLEARN_HOME") or "./.unlearn")  # set but empty = unset
+    from pipeline.home import Home
+
+    return Home.from_env().root
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -126,7 +128,6 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from jobs.bench import default_config_path
     from jobs.forget import forget_spec_of, run_forget
     from pipeline.methods import METHODS
-
     from pipeline.ray_train import check_reachable
 
     spec = forget_spec_of(args.samples, args.subjects, args.forget)
@@ -259,8 +260,6 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         if not args.config.strip():
             raise UserError("--config is empty: give a nightly YAML file, or leave the option out")
         data = read_yaml(args.config, "--config") or {}
-        if not isinstance(data, dict):
-            raise UserError(f"--config {args.config}: expected a mapping of settings (method, gates, retrain, ...)")
     cfg = NightlyConfig.from_dict(data, args.config or "nightly config")
     if args.method is not None:
         cfg.method = args.method

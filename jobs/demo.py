@@ -38,13 +38,13 @@ def _http(method: str, url: str, body: Any = None, token: str | None = None) -> 
 
 
 def _port(preferred: int) -> int:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
+    from jobs.serve import port_free
+
+    if port_free("127.0.0.1", preferred):
+        return preferred
+    with socket.socket() as s:  # any free one
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _tool(name: str) -> str:

@@ -74,6 +74,9 @@ class NightlyConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "nightly config") -> "NightlyConfig":
+        if not isinstance(data, dict):
+            raise UserError(f"{where}: expected a mapping of settings (method, gates, retrain, ...), "
+                            f"got {type(data).__name__}")
         data = dict(data)
         gates = GateConfig.from_dict(data.pop("gates", {}) or {}, f"{where}: gates")
         retrain = _from_dict(RetrainPolicy, data.pop("retrain", {}) or {}, f"{where}: retrain")

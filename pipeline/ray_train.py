@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -339,51 +338,36 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         raise UserError(f"cannot reach the Ray cluster at {address}: {e}") from None
 
 
-def _host_port(address: str) -> tuple[str, str] | None:
-    """HOST:PORT as Ray reads it (IPv6 in brackets too), or None."""
-    try:
-        from ray._common.network_utils import parse_address
-
-        parsed = parse_address(address)
-    except ImportError:  # another Ray version moved it
-        m = re.fullmatch(r"\[?([\w.\-:]+?)\]?:(\d+)", address)
-        parsed = m.groups() if m else None
-    if parsed is None or not str(parsed[1]).isdigit():
-        return None
-    return parsed[0], parsed[1]
-
-
 def check_reachable(address: str | None, timeout: float = 5.0) -> None:
-    """For a plain HOST:PORT (or $RAY_ADDRESS), a TCP connect to the GCS: is anything there at all?
+    """Is a Ray cluster there at all? HOST:PORT, ray://HOST:PORT, auto (or $RAY_ADDRESS) get
+    a TCP connect to the host and port, read the way Ray reads them (IPv6 in brackets too).
 
     Fails in seconds with one line instead of after a minute of GCS retries. Commands that
     write state call it before their first write, so an unreachable cluster changes nothing.
     """
     import socket
 
+    from ray._common.network_utils import parse_address
+    from ray._common.utils import get_ray_address_file
+
     address = (address if address is not None else os.environ.get("RAY_ADDRESS")) or "local"
     if address == "local":
         return
     if address == "auto" and os.environ.get("RAY_ADDRESS", "auto") not in ("", "auto"):
         address = os.environ["RAY_ADDRESS"]  # what ray.init("auto") would use first
-    if address == "auto":  # the cluster `ray start` left on this machine, if any
-        try:  # where `ray start` records the running cluster (RAY_TMPDIR, TMPDIR or /tmp, then ray/)
-            from ray._common.utils import get_ray_address_file
-
-            current = Path(get_ray_address_file(None))
-        except ImportError:  # another Ray version moved it
-            current = Path(os.environ.get("RAY_TMPDIR") or "/tmp") / "ray" / "ray_current_cluster"
+    if address == "auto":  # the cluster `ray start` recorded on this machine, if any
+        current = Path(get_ray_address_file(None))
         if not current.exists():
             raise UserError("--address auto: no Ray cluster was started on this machine (`ray start --head`); "
                             "leave --address out for a local Ray")
-        target = current.read_text().split()[0] if current.read_text().strip() else ""
+        target = current.read_text().strip()
     elif address.startswith(("http://", "https://")):
         raise UserError(f"{address} is a dashboard / Jobs API URL: join the cluster's GCS at HOST:PORT "
                         f"(e.g. 10.0.0.1:6379), or run the command as a job with `unlearn submit --address {address}`")
     else:
         target = address.removeprefix("ray://")
-    parsed = _host_port(target)
-    if parsed is None:
+    parsed = parse_address(target)
+    if parsed is None or not parsed[1].isdigit():
         raise UserError(f"{address!r} is not a Ray address: give HOST:PORT, ray://HOST:PORT, auto or local")
     host, port = parsed
     try:
