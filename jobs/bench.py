@@ -21,16 +21,11 @@ import torch
 from pipeline.errors import UserError
 from pipeline.metrics import METRIC_KEYS, avg_gap
 from pipeline.methods import METHODS, ORACLE
-from pipeline.problem import dump_json, load_run_configs, make_problem, method_config, run_method
+from pipeline.artifacts import write_json
+from pipeline.configs import default_config_path, load_run_configs, method_config
+from pipeline.problem import make_problem, run_method
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "pipeline" / "configs"
 SCALARS = (*METRIC_KEYS, "gap", "seconds", "time_ratio", "grad_ratio", "sample_grads", "conflict_share", "conflict_mean_cos")
-
-
-def default_config_path(dataset: str) -> Path:
-    name = dataset if not dataset.startswith("parquet:") else "default"
-    path = CONFIG_DIR / f"{name}.yaml"
-    return path if path.exists() else CONFIG_DIR / "default.yaml"
 
 
 def aggregate(per_seed: list[dict[str, Any]], keys) -> dict[str, Any]:
@@ -58,10 +53,9 @@ def run_bench(
     configs, train_cfg = load_run_configs(config_path or default_config_path(dataset))
     methods = [m for m in methods if m != ORACLE]  # the oracle always runs
     ucfgs = {m: method_config(configs, forget_spec, m, 0) for m in methods}  # validate all before any work
-    from pipeline.datasets import select_forget
-    from pipeline.problem import load_store
+    from pipeline.datasets import open_store, select_forget
 
-    train, _ = load_store(dataset, home)  # an unknown dataset or a bad forget spec fails before
+    train, _ = open_store(dataset, home)  # an unknown dataset or a bad forget spec fails before
     select_forget(forget_spec, train, seeds[0])  # anything is written to --out
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,6 +67,11 @@ def run_bench(
             "engine": "ray" if ray_opts else "local", "workers": ray_opts.workers if ray_opts else 1}
     for seed in seeds:
         problem = make_problem(dataset, forget_spec, seed, train_cfg, home, log=log, device=device)
+        engine = None
+        if ray_opts is not None:
+            from pipeline.ray.train import problem_engine
+
+            engine = problem_engine(problem, ray_opts, home)
         originals.append({**problem.original_metrics, "gap": avg_gap(problem.original_metrics, problem.retrain_metrics)})
         retrains.append({**problem.retrain_metrics, "seed": seed, "seconds": problem.retrain_cost["seconds"],
                          "sample_grads": problem.retrain_cost["sample_grads"]})
@@ -80,7 +79,7 @@ def run_bench(
             f"in {problem.retrain_cost['seconds']:.0f}s")
         for m in methods:
             ucfg = method_config(configs, forget_spec, m, seed)
-            r = run_method(problem, ucfg, ray_opts, home)
+            r = run_method(problem, ucfg, engine)
             runs[m].append(r)
             curves[m].append(r["conflict"])
             log(f"[seed {seed}] {m:13s} {fmt(r)} gap {r['gap']:.2f}  {r['seconds']:.1f}s "
@@ -107,7 +106,7 @@ def write_results(out, dataset, forget_spec, train_cfg, originals, retrains, run
         "wall_seconds": time.perf_counter() - start,
         **meta,
     }
-    dump_json(out / "results.json", results)
+    write_json(out / "results.json", results)
     (out / "report.md").write_text(report(results))
     if final:
         plot(results, out)

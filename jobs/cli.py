@@ -22,7 +22,7 @@ from pipeline.errors import UserError
 
 
 def home() -> Path:
-    from pipeline.home import Home
+    from pipeline.ops.home import Home
 
     return Home.from_env().root
 
@@ -100,7 +100,7 @@ def add_ray_args(p: argparse.ArgumentParser, what: str = "the unlearning") -> No
 
 
 def ray_options(args: argparse.Namespace):
-    from pipeline.ray_train import RayOptions
+    from pipeline.ray.train import RayOptions
 
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
@@ -125,10 +125,10 @@ def ray_options(args: argparse.Namespace):
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    from jobs.bench import default_config_path
     from jobs.forget import forget_spec_of, run_forget
+    from pipeline.configs import default_config_path
     from pipeline.methods import METHODS
-    from pipeline.ray_train import check_reachable
+    from pipeline.ray.cluster import check_reachable
 
     spec = forget_spec_of(args.samples, args.subjects, args.forget)
     out = output_dir(args.out)
@@ -182,11 +182,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from jobs.bench import CONFIG_DIR, default_config_path, parse_methods
+    from jobs.bench import parse_methods
     from jobs.tune import run_tune
+    from pipeline.configs import default_config_path, default_grid_path
 
     config = Path(args.config) if args.config else default_config_path(args.dataset)
-    grid = Path(args.grid) if args.grid else CONFIG_DIR / f"{config.stem}-grid.yaml"
+    grid = Path(args.grid) if args.grid else default_grid_path(config)
     from pipeline.devices import resolve_device
 
     device = resolve_device(args.device)
@@ -198,14 +199,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def deployment():
-    from pipeline.home import Home
+    from pipeline.ops.home import Home
 
     return Home.from_env()
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from jobs.bench import default_config_path
     from jobs.init import run_init
+    from pipeline.configs import default_config_path
 
     config = Path(args.config) if args.config else default_config_path(args.dataset)
     run_init(deployment(), args.dataset, ray_options(args), config, check_seed(args.seed))

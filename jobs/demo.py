@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.home import Home
+from pipeline.ops.home import Home
 
 CONFIGS = Path(__file__).resolve().parents[1] / "pipeline" / "configs"
 
@@ -72,7 +72,7 @@ def run_demo(root: Path, dataset: str | None, people: int, workers: int, port: i
     from jobs.nightly import NightlyConfig, run_nightly
     from jobs.serve import start_app
     from pipeline.datasets.store import read_store
-    from pipeline.ray_train import RayOptions
+    from pipeline.ray.train import RayOptions
     from serving.token import resolve_token
 
     dataset = pick_dataset(dataset)
@@ -101,7 +101,7 @@ def run_demo(root: Path, dataset: str | None, people: int, workers: int, port: i
         (home.root / "serving.json").write_text(json.dumps({"url": url, "pid": 0}))
         times["serve"] = time.perf_counter() - t
         token = resolve_token(home.root)
-        train, test = read_store(home.root / "datasets" / dataset)
+        train, test = read_store(home.store())
         probe = test.features[:8].tolist()
         _, before = _http("POST", f"{url}/predict", {"instances": probe})
         log(f"    /predict answers from v{before['model_version']}: {before['predictions']}")
@@ -126,7 +126,7 @@ def run_demo(root: Path, dataset: str | None, people: int, workers: int, port: i
         _, model = _http("GET", f"{url}/model")
         _, after = _http("POST", f"{url}/predict", {"instances": probe})
         _, record = _http("GET", f"{url}/deletions/{ids[0]}", token=token)
-        train_after, _ = read_store(home.root / "datasets" / dataset)
+        train_after, _ = read_store(home.store())
         left = forgotten & set(train_after.sample_ids.tolist())
         run = registry.client.get_run(registry.version(out["version"])["run_id"])
         m = run.data.metrics

@@ -24,8 +24,10 @@ from pipeline.errors import UserError
 from pipeline.metrics import evaluate
 from pipeline.methods import ORACLE, build_method
 from pipeline.models import config_hash, load_checkpoint, save_checkpoint
-from pipeline.problem import (dump_json, load_run_configs, load_store, method_config, original_model, store_path,
-                              test_split_for)
+from pipeline.artifacts import write_json
+from pipeline.configs import load_run_configs, method_config
+from pipeline.datasets import open_store, store_dir
+from pipeline.problem import original_model, test_split_for
 from pipeline.train import to_tensors
 
 
@@ -38,7 +40,7 @@ def forget_spec_of(samples: str | None, subjects: str | None, spec: str | None) 
 
 def _champion_of(dataset: str, home: Path, log):
     """The deployment's champion when $UNLEARN_HOME was set up (`unlearn init`) for this dataset."""
-    from pipeline.home import Home
+    from pipeline.ops.home import Home
 
     h = Home.from_env(home)
     if not (h.root / "home.json").exists() or h.state()["dataset"] != dataset:
@@ -55,14 +57,14 @@ def _champion_of(dataset: str, home: Path, log):
 def run_forget(dataset: str, spec: str, method: str, out: Path, home: Path, ray_opts, config_path: Path,
                start_from: Path | None = None, seed: int = 0, log=print) -> dict[str, Any]:
     from pipeline.datasets import select_forget
-    from pipeline.ray_train import unlearn_on_ray
+    from pipeline.ray.train import unlearn_on_ray
 
     if method == ORACLE:
         raise UserError("retrain is the benchmark's oracle; `unlearn forget` runs an unlearning method")
     configs, train_cfg = load_run_configs(config_path)
     ucfg = method_config(configs, spec, method, seed)
     build_method(ucfg.method, **ucfg.method_kwargs)
-    train, test = load_store(dataset, home)
+    train, test = open_store(dataset, home)
     mask = select_forget(spec, train, seed)
     forget_ids = train.sample_ids[mask].tolist()
 
@@ -81,7 +83,7 @@ def run_forget(dataset: str, spec: str, method: str, out: Path, home: Path, ray_
     card = {k: v for k, v in card.items() if k not in ("cost",)}
 
     log(f"forgetting {len(forget_ids)} samples ({spec}) with {method} on {ray_opts.workers} Ray worker(s)")
-    unlearned, summary = unlearn_on_ray(model, card, store_path(dataset, home), forget_ids, ucfg, ray_opts, home)
+    unlearned, summary = unlearn_on_ray(model, card, str(store_dir(dataset, home)), forget_ids, ucfg, ray_opts, home)
 
     t = time.perf_counter()
     x, y = to_tensors(train)
@@ -96,7 +98,7 @@ def run_forget(dataset: str, spec: str, method: str, out: Path, home: Path, ray_
     save_checkpoint(out / "model", unlearned, {**card, "lineage": lineage})
     report = {**metrics, **{k: v for k, v in summary.items() if k != "conflict"},
               "conflict": summary["conflict"], "eval_seconds": time.perf_counter() - t, "lineage": lineage}
-    dump_json(out / "metrics.json", report)
+    write_json(out / "metrics.json", report)
     log(f"UA {metrics['UA']:.1f} RA {metrics['RA']:.1f} TA {metrics['TA']:.1f} MIA {metrics['MIA']:.1f} | "
         f"loop {summary['seconds']:.1f}s, wall {summary['wall_seconds']:.1f}s on {summary['workers']} worker(s)")
     log(f"wrote {out / 'model'} and {out / 'metrics.json'}")

@@ -3,7 +3,7 @@
     unlearn init --dataset digits --workers 2
 
 Ingests the dataset into the Parquet store, trains the original model on Ray Train (the
-same TorchTrainer glue as unlearning, `pipeline.ray_train.train_on_ray`), registers it
+same TorchTrainer glue as unlearning, `pipeline.ray.train.train_on_ray`), registers it
 in MLflow as version 1 and points the `champion` alias at it. Re-running after a crash
 finishes the job; re-running after success says so and changes nothing.
 """
@@ -17,12 +17,14 @@ from typing import Any
 
 from pipeline.datasets.store import snapshot_id
 from pipeline.errors import UserError
-from pipeline.home import Home, registered_model_name
-from pipeline.ledger import Ledger
+from pipeline.ops.home import Home, registered_model_name
+from pipeline.ops.ledger import Ledger
 from pipeline.metrics import accuracy, predict_logits
 from pipeline.models import build_model, config_hash
-from pipeline.problem import load_run_configs, load_store, model_card, store_path
-from pipeline.registry import Registry
+from pipeline.configs import load_run_configs
+from pipeline.datasets import open_store, store_dir
+from pipeline.problem import model_card
+from pipeline.ops.registry import Registry
 from pipeline.train import to_tensors
 
 
@@ -31,7 +33,7 @@ def run_init(home: Home, dataset: str, ray_opts, config_path: Path, seed: int = 
         state = home.state()
         raise UserError(f"{home.root} is already set up for {state['dataset']} (model {state['model_name']}); "
                         f"use another UNLEARN_HOME for a new deployment")
-    from pipeline.ray_train import check_reachable
+    from pipeline.ray.cluster import check_reachable
 
     check_reachable(ray_opts.address)  # an unreachable cluster fails before anything is written
     configs, train_cfg = load_run_configs(config_path)
@@ -39,7 +41,7 @@ def run_init(home: Home, dataset: str, ray_opts, config_path: Path, seed: int = 
     name = registered_model_name(dataset)
     fresh = not home.root.exists()
     try:
-        train, test = load_store(dataset, home.root)  # an unknown dataset fails before anything is created
+        train, test = open_store(dataset, home.root)  # an unknown dataset fails before anything is created
         num_classes = int(max(train.labels.max(), test.labels.max())) + 1
         card = model_card(dataset, train, num_classes, train_cfg)
         build_model(card["arch"], tuple(card["input_shape"]), num_classes, **card["model_kwargs"])  # bad kwargs fail here
@@ -49,8 +51,8 @@ def run_init(home: Home, dataset: str, ray_opts, config_path: Path, seed: int = 
         if fresh:  # a mistake leaves no half-made home behind (the ingested store went in first)
             shutil.rmtree(home.root, ignore_errors=True)
         raise
-    store = store_path(dataset, home.root)
-    state = {"dataset": dataset, "model_name": name, "store": store, "config": str(Path(config_path).resolve()),
+    store = str(store_dir(dataset, home.root))
+    state = {"dataset": dataset, "model_name": name, "config": str(Path(config_path).resolve()),
              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
     version = registry.champion() or registry.find_version("batch_id", "init")
@@ -60,7 +62,7 @@ def run_init(home: Home, dataset: str, ray_opts, config_path: Path, seed: int = 
         home.write_state(state)
         return {"version": version, "resumed": True}
 
-    from pipeline.ray_train import train_on_ray
+    from pipeline.ray.train import train_on_ray
 
     log(f"training the original {train_cfg.arch} on {len(train)} samples, {train_cfg.epochs} epochs, "
         f"{ray_opts.workers} Ray worker(s)")

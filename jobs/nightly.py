@@ -42,12 +42,13 @@ import numpy as np
 from jobs.nightly_mlflow import log_run, register_batch
 from jobs.nightly_report import evaluate_batch
 from jobs.versions import housekeeping
+from pipeline.artifacts import write_json
 from pipeline.config import TrainConfig, _from_dict
 from pipeline.datasets.store import purge_samples, read_store, snapshot_id
 from pipeline.errors import UserError
-from pipeline.gates import GateConfig, check, failures
-from pipeline.home import Home
-from pipeline.ledger import Ledger
+from pipeline.ops.gates import GateConfig, check, failures
+from pipeline.ops.home import Home
+from pipeline.ops.ledger import Ledger
 from pipeline.models import load_checkpoint, save_checkpoint
 
 LOCK = "nightly"
@@ -117,13 +118,6 @@ def _crash_point(stage: str) -> None:
         os._exit(75)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
-
-
 class _Heartbeat(threading.Thread):
     """Keeps the nightly lock fresh so other machines can tell a live holder from a dead one."""
 
@@ -138,7 +132,7 @@ class _Heartbeat(threading.Thread):
 
 def run_nightly(home: Home, cfg: NightlyConfig, ray_opts, log=print) -> dict[str, Any]:
     """One batch, from pending requests to purged samples (or a failed gate)."""
-    from pipeline.ray_train import check_reachable
+    from pipeline.ray.cluster import check_reachable
 
     state = home.state()
     ledger, registry = home.ledger(), home.registry()
@@ -172,13 +166,12 @@ def run_nightly(home: Home, cfg: NightlyConfig, ray_opts, log=print) -> dict[str
 
 def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log) -> dict[str, Any]:
     work = home.nightly_dir / batch["id"]
-    store = Path(home.root / "datasets" / state["dataset"]) if not state["dataset"].startswith("parquet:") \
-        else Path(state["store"])
+    store = home.store()
     bid = batch["id"]
 
     if batch["state"] == "open":
         resolved, rejected, test_ids = resolve(ledger, store, batch["request_ids"])
-        _write_json(work / "resolved.json", {"resolved": resolved, "test_ids": test_ids})
+        write_json(work / "resolved.json", {"resolved": resolved, "test_ids": test_ids})
         if rejected:
             ledger.reject(rejected, bid)
             for rid, why in rejected.items():
@@ -215,7 +208,7 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log) -> dic
         keep_test = ~np.isin(test.sample_ids, [s for ids in resolved_doc["test_ids"].values() for s in ids])
         evaluation = evaluate_batch(new, parent_model, train, test.subset(keep_test), resolved, seed=cfg.seed)
         evaluation["store_snapshot"] = snapshot_id(train.sample_ids)
-        _write_json(work / "evaluation.json", evaluation)
+        write_json(work / "evaluation.json", evaluation)
         e, p = evaluation["new"], evaluation["parent"]
         log(f"new: UA {e['UA']:.1f} RA {e['RA']:.2f} TA {e['TA']:.2f} MIA {e['MIA']:.1f} | "
             f"parent v{parent}: UA {p['UA']:.1f} RA {p['RA']:.2f} TA {p['TA']:.2f} MIA {p['MIA']:.1f}")
@@ -227,7 +220,7 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log) -> dic
         gates = check(evaluation["new"], evaluation["parent"], evaluation["n_forget"], cfg.gates,
                       evaluation["new"]["weights_finite"])
         evaluation["gates"] = gates
-        _write_json(work / "evaluation.json", evaluation)
+        write_json(work / "evaluation.json", evaluation)
         if not all(g["passed"] for g in gates):
             why = f"gate failed in batch {bid}: {failures(gates)}"
             run_id = log_run(registry, bid, batch, evaluation, work, "gate_failed", cfg)
@@ -313,9 +306,8 @@ def resolve(ledger: Ledger, store: Path, request_ids: list[str]):
 def _unlearn(home, state, registry, parent, store, forget_ids, cfg, ray_opts, work, log) -> dict[str, Any]:
     """Unlearn on Ray from the parent (the champion), or retrain from scratch when the
     policy says the approximate line has drifted far enough."""
-    from jobs.bench import default_config_path
-    from pipeline.problem import load_run_configs
-    from pipeline.ray_train import train_on_ray, unlearn_on_ray
+    from pipeline.configs import default_config_path, load_run_configs, nightly_method_config
+    from pipeline.ray.train import train_on_ray, unlearn_on_ray
 
     model, card = registry.load(parent)
     tags = registry.version(parent)["tags"]
@@ -348,23 +340,10 @@ def _unlearn(home, state, registry, parent, store, forget_ids, cfg, ray_opts, wo
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work) as d:  # same filesystem: the rename is atomic
         save_checkpoint(Path(d) / "model", new, card)
-        _write_json(Path(d) / "model" / "unlearn.json", summary)
+        write_json(Path(d) / "model" / "unlearn.json", summary)
         shutil.rmtree(work / "model", ignore_errors=True)
         os.replace(Path(d) / "model", work / "model")
     return summary
-
-
-def nightly_method_config(configs: dict[str, Any], method: str, seed: int):
-    """The dataset config's `nightly` entry for the method (small forget sets), else its
-    `random` one: deletions are scattered samples, like random forgetting."""
-    from pipeline.config import UnlearnConfig
-    from pipeline.problem import method_config
-
-    section = configs.get("nightly") or {}
-    if method not in section:
-        return method_config(configs, "random:0.1", method, seed)
-    data = {k: v for k, v in section[method].items() if not k.startswith("_")}
-    return UnlearnConfig.from_dict({**data, "method": method, "seed": seed}, f"nightly {method} config")
 
 
 def wait_until_served(home: Home, version: int, timeout_s: float, log) -> str | None:

@@ -13,8 +13,8 @@ from jobs.versions import excluded_requests
 from pipeline.datasets.store import snapshot_id
 from pipeline.errors import UserError
 from pipeline.models import config_hash, load_checkpoint
-from pipeline.problem import dump_json
-from pipeline.registry import Registry
+from pipeline.artifacts import write_json
+from pipeline.ops.registry import Registry
 
 
 def log_run(registry: Registry, bid: str, batch, evaluation, work: Path, outcome: str, cfg) -> str:
@@ -40,8 +40,8 @@ def log_run(registry: Registry, bid: str, batch, evaluation, work: Path, outcome
         registry.log_step_metric(run_id, "conflict_cos", conflict)
     with tempfile.TemporaryDirectory() as d:
         plot_batch(evaluation, conflict, Path(d) / "plots")
-        dump_json(Path(d) / "evaluation.json", evaluation)
-        dump_json(Path(d) / "unlearn.json", {k: v for k, v in summary.items() if k != "conflict"})
+        write_json(Path(d) / "evaluation.json", evaluation)
+        write_json(Path(d) / "unlearn.json", {k: v for k, v in summary.items() if k != "conflict"})
         registry.log_artifacts(run_id, Path(d))
     return run_id
 

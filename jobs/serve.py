@@ -22,8 +22,8 @@ import urllib.request
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.home import Home
-from pipeline.ledger import pid_alive
+from pipeline.ops.home import Home
+from pipeline.ops.ledger import pid_alive
 
 SERVING_FILE = "serving.json"
 APP_NAME = "unlearn"
@@ -54,7 +54,7 @@ def start_app(home: Home, host: str, port: int, replicas: int, poll_s: float, ma
     """Deploy the app on the connected (or a new local) Ray; return its URL once healthy."""
     from ray import serve
 
-    from pipeline.ray_train import check_reachable, connect
+    from pipeline.ray.cluster import check_reachable, connect
     from serving.app import build_app
     from serving.token import resolve_token, token_sha256
 

@@ -20,8 +20,9 @@ from typing import Any
 
 from pipeline.config import UnlearnConfig
 from pipeline.errors import UserError
-from pipeline.problem import (dump_json, load_method_configs, load_run_configs, make_problem, method_config,
-                              run_method, scenario_of)
+from pipeline.artifacts import write_json
+from pipeline.configs import load_method_configs, load_run_configs, method_config, scenario_of
+from pipeline.problem import make_problem, run_method
 
 
 def grid_points(base: UnlearnConfig, grid: dict[str, list]) -> list[UnlearnConfig]:
@@ -67,7 +68,7 @@ def run_tune(dataset: str, forget_spec: str, methods: list[str], out: Path, home
         best = min(trials, key=lambda t: t["gap"])
         results["methods"][m] = {"best": best, "trials": trials}
         log(f"==> {m}: best gap {best['gap']:.2f} with {best['config']}")
-        dump_json(Path(out) / "tune.json", results)
+        write_json(Path(out) / "tune.json", results)
         write_tuned_config(Path(out) / "config.yaml", configs, forget_spec, results)
     return results
 

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.ledger import Ledger, iso, now
-from pipeline.registry import Registry
+from pipeline.ops.ledger import Ledger, iso, now
+from pipeline.ops.registry import Registry
 
 
 def excluded_requests(registry: Registry, version: int) -> list[str]:

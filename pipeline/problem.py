@@ -11,20 +11,19 @@ from __future__ import annotations
 import copy
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from pipeline.config import TrainConfig, UnlearnConfig
-from pipeline.datasets import Split, read_dataset, read_store, select_forget, write_store
+from pipeline.datasets import Split, open_store, select_forget, store_dir
 from pipeline.errors import UserError
 from pipeline.metrics import avg_gap, evaluate
 from pipeline.methods import build_method
@@ -33,21 +32,6 @@ from pipeline.train import fit, to_tensors
 from pipeline.unlearn import unlearn
 
 HOLDOUT_SEED = 20251  # fixed, so every seed tunes against the same validation split
-
-
-def store_path(dataset: str, home: Path) -> str:
-    return dataset.split(":", 1)[1] if dataset.startswith("parquet:") else str(Path(home) / "datasets" / dataset)
-
-
-def load_store(dataset: str, home: Path) -> tuple[Split, Split]:
-    """Read the dataset through the Parquet sample store, ingesting it on first use."""
-    if dataset.startswith("parquet:"):
-        return read_store(Path(dataset.split(":", 1)[1]))
-    directory = Path(home) / "datasets" / dataset
-    if not (directory / "train.parquet").exists():
-        train, test = read_dataset(dataset)
-        write_store(directory, train, test)
-    return read_store(directory)
 
 
 @dataclass
@@ -136,7 +120,7 @@ def model_card(dataset: str, train: Split, num_classes: int, cfg: TrainConfig, h
 def original_model(dataset: str, seed: int, train_cfg: TrainConfig, home: Path, log=print) -> tuple[nn.Module, dict]:
     """The dataset's original model under the shipped recipe (the same cache entry as
     the benchmark's for this seed), on CPU, with its card."""
-    train, test = load_store(dataset, home)
+    train, test = open_store(dataset, home)
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     cfg = TrainConfig.from_dict({**train_cfg.to_dict(), "seed": seed})
     card = model_card(dataset, train, num_classes, cfg)
@@ -157,7 +141,7 @@ def make_problem(
     log=print,
     device: torch.device | str = "cpu",
 ) -> Problem:
-    train, test = load_store(dataset, home)
+    train, test = open_store(dataset, home)
     if subsample < 0 or holdout < 0 or seed < 0:
         raise UserError("--subsample, --holdout and seeds must not be negative")
     if subsample:
@@ -189,29 +173,27 @@ def make_problem(
         dataset, forget_spec, seed, cfg, forget, retain, test_t,
         original, evaluate(original, forget, retain, test_t, seed=seed), original_cost,
         evaluate(retrained, forget, retain, test_t, seed=seed), retrain_cost, num_classes,
-        card, train.sample_ids[mask].tolist(), None if holdout or subsample else store_path(dataset, home),
+        card, train.sample_ids[mask].tolist(), None if holdout or subsample else str(store_dir(dataset, home)),
     )
 
 
-def run_method(problem: Problem, ucfg: UnlearnConfig, ray_opts=None, home: Path | None = None) -> dict[str, Any]:
-    """Unlearn a copy of the original with one method; metrics, gap and cost vs retrain.
+# How a method runs: (model, config) -> (unlearned model, summary with "conflict").
+# None is the plain loop in this process; the Ray wing supplies one that runs on Ray
+# Train workers (`pipeline.ray.train.problem_engine`).
+Engine = Callable[[nn.Module, UnlearnConfig], tuple[nn.Module, dict[str, Any]]]
 
-    With `ray_opts` (a `pipeline.ray_train.RayOptions`) the method runs on Ray Train
-    workers reading the store through Ray Data; evaluation stays on the driver.
-    """
+
+def run_method(problem: Problem, ucfg: UnlearnConfig, engine: Engine | None = None) -> dict[str, Any]:
+    """Unlearn a copy of the original with one method; metrics, gap and cost vs retrain.
+    Evaluation always runs here, on the problem's device."""
     model = problem.fresh_original()
-    if ray_opts is None:
+    if engine is None:
         method = build_method(ucfg.method, **ucfg.method_kwargs)
         result = unlearn(model, problem.forget, problem.retain, ucfg, method=method, desc=ucfg.method)
         summary, conflict = result.summary(), result.conflict
     else:
-        from pipeline.ray_train import unlearn_on_ray
-
-        if problem.store is None:
-            raise UserError("the Ray engine reads the sample store: it cannot run on a holdout or subsample problem")
         build_method(ucfg.method, **ucfg.method_kwargs)  # a bad kwarg fails here, not on a worker
-        model, summary = unlearn_on_ray(model, problem.card, problem.store, problem.forget_ids, ucfg, ray_opts,
-                                        home or Path("."))
+        model, summary = engine(model, ucfg)
         model = model.to(problem.forget[0].device).eval()
         conflict = summary.pop("conflict")
     t = time.perf_counter()
@@ -223,37 +205,3 @@ def run_method(problem: Problem, ucfg: UnlearnConfig, ray_opts=None, home: Path 
     out["conflict"] = conflict
     out["eval_seconds"] = time.perf_counter() - t
     return out
-
-
-def load_method_configs(path: Path) -> dict[str, Any]:
-    from pipeline.config import read_yaml
-
-    data = read_yaml(path, "config file")
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping with a 'train' section and one section per scenario")
-    return data
-
-
-def load_run_configs(path: Path) -> tuple[dict[str, Any], TrainConfig]:
-    """A dataset's config file: the method sections and the typed `train` section."""
-    configs = load_method_configs(path)
-    if not isinstance(configs.get("train"), dict):
-        raise UserError(f"{path}: missing the 'train' section")
-    return configs, TrainConfig.from_dict(configs["train"], f"{path}: train section")
-
-
-def scenario_of(forget_spec: str) -> str:
-    """Configs are tuned per scenario: class-wise and random forgetting want different settings."""
-    return "class" if forget_spec.startswith("class:") else "random"
-
-
-def method_config(configs: dict[str, Any], forget_spec: str, method: str, seed: int) -> UnlearnConfig:
-    section = configs.get(scenario_of(forget_spec), {})
-    if method not in section:
-        raise UserError(f"no config for method {method!r} in scenario {scenario_of(forget_spec)!r}")
-    data = {k: v for k, v in section[method].items() if not k.startswith("_")}
-    return UnlearnConfig.from_dict({**data, "method": method, "seed": seed}, f"{method} config")
-
-
-def dump_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=float))

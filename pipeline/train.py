@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pipeline.config import TrainConfig
-from pipeline.datasets.readers import Split
+from pipeline.datasets.split import Split
 
 
 def to_tensors(split: Split) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,7 +34,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, de
         after_backward: Callable[[nn.Module], None] | None = None) -> dict[str, Any]:
     """Train `model` in place; return wall seconds and sample-gradients computed.
 
-    On Ray Train workers (pipeline.ray_train) every worker holds a shard of a different
+    On Ray Train workers (pipeline.ray.train) every worker holds a shard of a different
     size, so the caller fixes the step count (from the global row count) and the
     per-worker batch, batches wrap around the shard, and `after_backward` averages the
     gradients across workers before each step.

@@ -96,8 +96,8 @@ def _read_json(raw: bytes, limit: int) -> Any:
 @serve.ingress(api)
 class ModelServer:
     def __init__(self, settings: dict[str, Any]):
-        from pipeline.ledger import Ledger
-        from pipeline.registry import Registry
+        from pipeline.ops.ledger import Ledger
+        from pipeline.ops.registry import Registry
 
         self.settings = settings
         self.replica = uuid.uuid4().hex[:8]

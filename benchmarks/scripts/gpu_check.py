@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline.config import UnlearnConfig  # noqa: E402
-from pipeline.datasets.readers import Split  # noqa: E402
+from pipeline.datasets.split import Split  # noqa: E402
 from pipeline.datasets.store import write_store  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
 from pipeline.unlearn import LoopHooks, unlearn  # noqa: E402
@@ -76,7 +76,8 @@ def main() -> None:
     except ImportError:
         print("ray is not installed here: the Ray Train GPU path is unmeasured")
     else:
-        from pipeline.ray_train import RayOptions, connect, unlearn_on_ray
+        from pipeline.ray.cluster import connect
+        from pipeline.ray.train import RayOptions, unlearn_on_ray
 
         connect(None)
         home = Path(tempfile.mkdtemp())

@@ -26,11 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
-from jobs.bench import default_config_path  # noqa: E402
 from pipeline.config import UnlearnConfig  # noqa: E402
 from pipeline.datasets import read_store, select_forget  # noqa: E402
-from pipeline.problem import load_run_configs, method_config, original_model, store_path  # noqa: E402
-from pipeline.ray_train import RayOptions, connect, unlearn_on_ray  # noqa: E402
+from pipeline.configs import default_config_path, load_run_configs, method_config  # noqa: E402
+from pipeline.datasets import store_dir  # noqa: E402
+from pipeline.problem import original_model  # noqa: E402
+from pipeline.ray.cluster import connect  # noqa: E402
+from pipeline.ray.train import RayOptions, unlearn_on_ray  # noqa: E402
 from pipeline.train import to_tensors  # noqa: E402
 from pipeline.unlearn import unlearn  # noqa: E402
 
@@ -52,7 +54,7 @@ def main() -> None:
     ucfg = UnlearnConfig.from_dict({**method_config(configs, spec, args.method, 0).to_dict(),
                                     "epochs": args.epochs, "conflict_every": 0})
     model, card = original_model(args.dataset, 0, train_cfg, home)
-    train, _ = read_store(Path(store_path(args.dataset, home)))
+    train, _ = read_store(store_dir(args.dataset, home))
     mask = select_forget(spec, train, 0)
     x, y = to_tensors(train)
     m = torch.from_numpy(mask)
@@ -67,7 +69,7 @@ def main() -> None:
         r = unlearn(copy.deepcopy(model), forget, retain, ucfg)
         rows.setdefault("local loop", []).append((r.steps * per_step / r.seconds, time.perf_counter() - t - r.seconds))
         for n in workers:
-            _, s = unlearn_on_ray(copy.deepcopy(model), card, store_path(args.dataset, home), ids, ucfg,
+            _, s = unlearn_on_ray(copy.deepcopy(model), card, str(store_dir(args.dataset, home)), ids, ucfg,
                                   RayOptions(workers=n, storage_path=str(home / "ray_results" / "overhead")), home)
             rows.setdefault(f"ray train, {n} worker{'s' * (n > 1)}", []).append(
                 (s["steps"] * per_step / s["seconds"], s["wall_seconds"] - s["seconds"]))

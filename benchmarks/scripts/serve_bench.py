@@ -102,9 +102,9 @@ def main() -> None:
 
     from jobs.init import run_init
     from jobs.serve import start_app
-    from pipeline.home import Home
-    from pipeline.ray_train import RayOptions
-    from pipeline.registry import Registry
+    from pipeline.ops.home import Home
+    from pipeline.ray.train import RayOptions
+    from pipeline.ops.registry import Registry
     from serving.predictor import Predictor
 
     out = Path(args.out)

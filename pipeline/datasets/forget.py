@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.datasets.readers import Split
+from pipeline.datasets.split import Split
 from pipeline.errors import UserError
 
 

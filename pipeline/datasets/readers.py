@@ -1,8 +1,9 @@
 """Readers that turn a named dataset into two `Split`s (train, test).
 
 Built-ins are real data that ship on this disk: Fashion-MNIST from the Debian package
-`dataset-fashion-mnist` (gzipped IDX files) and scikit-learn's `digits`. `parquet:DIR`
-reads any user data already in the store schema (see `store.py`). Nothing downloads.
+`dataset-fashion-mnist` (gzipped IDX files) and scikit-learn's `digits`. User data
+(`parquet:DIR`) is read by `store.py`; `catalog.py` maps a dataset name to either.
+Nothing downloads.
 """
 
 from __future__ import annotations
@@ -10,38 +11,14 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.datasets.split import SAMPLES_PER_SUBJECT, Split
 from pipeline.errors import UserError
 
 FASHION_MNIST_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
-SAMPLES_PER_SUBJECT = 3  # built-in data has no owners; we assign 3 samples per person
-
-
-@dataclass
-class Split:
-    """One table of the sample store, held as numpy arrays."""
-
-    features: np.ndarray  # [N, D] float32, flattened
-    labels: np.ndarray  # [N] int64
-    sample_ids: np.ndarray  # [N] str
-    subject_ids: np.ndarray  # [N] str
-    shape: tuple[int, ...]  # input shape of one sample, e.g. (1, 28, 28) or (64,)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, mask_or_index: np.ndarray) -> "Split":
-        return Split(
-            self.features[mask_or_index],
-            self.labels[mask_or_index],
-            self.sample_ids[mask_or_index],
-            self.subject_ids[mask_or_index],
-            self.shape,
-        )
 
 
 def _ids(prefix: str, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,14 +82,4 @@ def read_digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[Split, Split
     return out[0], out[1]
 
 
-def read_dataset(name: str) -> tuple[Split, Split]:
-    """`fashion-mnist`, `digits` or `parquet:DIR` → (train, test)."""
-    if name == "fashion-mnist":
-        return read_fashion_mnist()
-    if name == "digits":
-        return read_digits()
-    if name.startswith("parquet:"):
-        from pipeline.datasets.store import read_store
-
-        return read_store(Path(name.split(":", 1)[1]))
-    raise UserError(f"unknown dataset {name!r}: use fashion-mnist, digits or parquet:DIR")
+BUILTIN = {"fashion-mnist": read_fashion_mnist, "digits": read_digits}

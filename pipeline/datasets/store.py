@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.datasets.readers import SAMPLES_PER_SUBJECT, Split
+from pipeline.datasets.split import SAMPLES_PER_SUBJECT, Split
 from pipeline.errors import UserError
 
 SHAPE_KEY = b"unlearn.shape"

@@ -30,10 +30,10 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def digits_home(tmp_path_factory):
     """The digits sample store, ingested once."""
-    from pipeline.problem import load_store
+    from pipeline.datasets import open_store
 
     home = tmp_path_factory.mktemp("home")
-    load_store("digits", home)
+    open_store("digits", home)
     return home
 
 
@@ -44,10 +44,10 @@ def deployment(ray_cluster, tmp_path_factory):
     from pathlib import Path
 
     from jobs.init import run_init
-    from pipeline.home import Home
-    from pipeline.ledger import Ledger
-    from pipeline.ray_train import RayOptions
-    from pipeline.registry import Registry
+    from pipeline.ops.home import Home
+    from pipeline.ops.ledger import Ledger
+    from pipeline.ray.train import RayOptions
+    from pipeline.ops.registry import Registry
 
     root = Path(__file__).resolve().parents[2]
     home = Home(tmp_path_factory.mktemp("deployment").resolve())

@@ -11,7 +11,7 @@ import pytest
 from jobs import cli
 from jobs.nightly import NightlyConfig, run_nightly
 from pipeline.datasets.store import read_store
-from pipeline.ray_train import RayOptions
+from pipeline.ray.train import RayOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(600)
@@ -47,7 +47,7 @@ def assert_night_consistent(home, ledger, registry, request_ids, forgotten):
     assert ledger.open_batch() is None
     assert not list(home.nightly_dir.glob("night-*"))
     with ledger.session() as s:
-        from pipeline.ledger import Lock
+        from pipeline.ops.ledger import Lock
         assert s.get(Lock, "nightly") is None
 
 

@@ -13,8 +13,8 @@ from pipeline.config import UnlearnConfig
 from pipeline.datasets import read_store, select_forget
 from pipeline.metrics import accuracy, predict_logits
 from pipeline.models import build_model
-from pipeline.problem import store_path
-from pipeline.ray_train import RayOptions, plan, unlearn_on_ray
+from pipeline.datasets import store_dir
+from pipeline.ray.train import RayOptions, plan, unlearn_on_ray
 from pipeline.train import to_tensors
 from pipeline.unlearn import unlearn
 
@@ -37,7 +37,7 @@ def max_diff(a, b):
 
 
 def ray_run(home, tmp_path, model, card, ids, cfg, **opts):
-    return unlearn_on_ray(copy.deepcopy(model), card, store_path("digits", home), ids, cfg,
+    return unlearn_on_ray(copy.deepcopy(model), card, str(store_dir("digits", home)), ids, cfg,
                           RayOptions(storage_path=str(tmp_path), **opts), home)
 
 

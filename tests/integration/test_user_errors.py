@@ -25,7 +25,7 @@ def unlearn(home, *args, **env):
 def snapshot(home, ledger, registry):
     """What a mistake must not change: requests, events, batches, locks, versions, the
     champion, the store's bytes and the files of the home."""
-    from pipeline.ledger import Lock
+    from pipeline.ops.ledger import Lock
 
     with ledger.session() as s:
         locks = s.query(Lock).count()
@@ -85,7 +85,7 @@ def test_a_mistake_is_one_line_and_changes_nothing(deployment, pending, env, arg
 def test_no_champion_yet_is_one_line(deployment, pending, tmp_path):
     """MLFLOW_TRACKING_URI at a real MLflow store where this model has no champion (a new
     server, say): every command that needs the champion says so."""
-    from pipeline.registry import Registry
+    from pipeline.ops.registry import Registry
 
     home, ledger, registry = deployment
     uri = f"sqlite:///{tmp_path / 'other.db'}"

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.datasets import read_dataset, read_store, select_forget, write_store
-from pipeline.datasets.readers import FASHION_MNIST_DIR, Split, read_fashion_mnist
+from pipeline.datasets.readers import FASHION_MNIST_DIR, read_fashion_mnist
+from pipeline.datasets.split import Split
 from pipeline.datasets.store import split_to_table
 from pipeline.errors import UserError
 

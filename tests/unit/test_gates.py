@@ -2,7 +2,7 @@
 
 import math
 
-from pipeline.gates import GateConfig, check, failures, forget_allowance
+from pipeline.ops.gates import GateConfig, check, failures, forget_allowance
 
 PARENT = {"UA": 0.0, "RA": 99.5, "TA": 92.0, "MIA": 1.0}
 

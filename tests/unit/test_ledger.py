@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.ledger import MAX_IDS_PER_REQUEST, Ledger
+from pipeline.ops.ledger import MAX_IDS_PER_REQUEST, Ledger
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_lock_excludes_a_second_holder_and_recovers_from_dead_ones(ledger, tmp_p
     # a holder on another machine that stopped heart-beating is stale
     assert ledger.acquire_lock("nightly", timedelta(seconds=-1))
     # a holder on this machine whose process is gone is dead: taken over at once
-    code = ("import sys; from datetime import timedelta; from pipeline.ledger import Ledger;"
+    code = ("import sys; from datetime import timedelta; from pipeline.ops.ledger import Ledger;"
             "Ledger(sys.argv[1]).acquire_lock('other', timedelta(hours=1))")
     subprocess.run([sys.executable, "-c", code, f"sqlite:///{tmp_path / 'ledger.db'}"], check=True,
                    cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))

@@ -9,7 +9,7 @@ import torch
 from pipeline import loop_state
 from pipeline.config import UnlearnConfig
 from pipeline.models import build_model
-from pipeline.ray_train import RayOptions, plan
+from pipeline.ray.train import RayOptions, plan
 from pipeline.unlearn import LoopHooks, unlearn
 
 

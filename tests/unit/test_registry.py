@@ -7,7 +7,7 @@ import torch
 
 from pipeline.errors import UserError
 from pipeline.models import build_model
-from pipeline.registry import Registry
+from pipeline.ops.registry import Registry
 
 CARD = {"arch": "mlp", "model_kwargs": {"hidden": 8}, "input_shape": [4], "num_classes": 3}
 

@@ -7,8 +7,8 @@ import pytest
 from jobs.nightly import NightlyConfig
 from pipeline.config import TrainConfig, read_yaml
 from pipeline.errors import UserError
-from pipeline.home import Home
-from pipeline.ray_train import check_reachable
+from pipeline.ops.home import Home
+from pipeline.ray.cluster import check_reachable
 
 
 @pytest.mark.parametrize("content,match", [

@@ -38,6 +38,7 @@ from pipeline import collective, loop_state
 from pipeline.config import UnlearnConfig
 from pipeline.errors import UserError
 from pipeline.models import build_model, save_checkpoint
+from pipeline.ray.cluster import connect
 
 RESULT_JSON = "unlearn_result.json"
 
@@ -117,7 +118,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         collective.convert_batchnorm(model)
     model.to(device)
 
-    from pipeline.ray_data import shard_to_tensors
+    from pipeline.ray.data import shard_to_tensors
 
     xf, yf, _ = shard_to_tensors(ray.train.get_dataset_shard("forget"), shape, device)
     xr, yr, _ = shard_to_tensors(ray.train.get_dataset_shard("retain"), shape, device)
@@ -216,7 +217,7 @@ def unlearn_on_ray(model: torch.nn.Module, card: dict[str, Any], store: str, for
                    cfg: UnlearnConfig, opts: RayOptions, home: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Unlearn `forget_ids` from `model` on Ray; returns the unlearned model (on CPU) and
     the run summary (loop seconds, sample-gradients, conflict telemetry, wall time)."""
-    from pipeline.ray_data import forget_retain
+    from pipeline.ray.data import forget_retain
 
     p = plan(len(set(forget_ids)), cfg, opts)
     wall = time.perf_counter()
@@ -249,7 +250,7 @@ def fit_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from pipeline.config import TrainConfig
-    from pipeline.ray_data import shard_to_tensors
+    from pipeline.ray.data import shard_to_tensors
     from pipeline.train import fit
 
     ctx = ray.train.get_context()
@@ -286,7 +287,7 @@ def train_on_ray(card: dict[str, Any], store: str, exclude_ids: list[str], train
 
     `rows` is the number of rows that must arrive (checked on the workers). No mid-run
     checkpoints: a lost worker restarts training from the beginning."""
-    from pipeline.ray_data import forget_retain
+    from pipeline.ray.data import forget_retain
 
     if train_cfg.batch_size < opts.workers:
         raise UserError(f"batch_size {train_cfg.batch_size} is smaller than --workers {opts.workers}")
@@ -315,62 +316,14 @@ def check_resources(opts: RayOptions) -> None:
                         f"the cluster has {gpus:g}")
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join the cluster at `address` (or $RAY_ADDRESS); without either, start a local one.
 
-    "local" rather than a bare init: a stale /tmp/ray/ray_current_cluster left by an
-    unstopped `ray start` would otherwise make Ray try to join a dead cluster.
-    """
-    import ray
+def problem_engine(problem, opts: RayOptions, home: Path):
+    """`pipeline.problem.run_method`'s engine on Ray: the method runs on Ray Train workers
+    reading the problem's store through Ray Data; evaluation stays on the driver."""
+    if problem.store is None:
+        raise UserError("the Ray engine reads the sample store: it cannot run on a holdout or subsample problem")
 
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION", "0")
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
-    check_reachable(address)
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False} if address == "local" else {}
-    if address == "local" and num_cpus:
-        kwargs["num_cpus"] = num_cpus
-    try:
-        ray.init(address=address, **kwargs)
-    except ConnectionError as e:
-        raise UserError(f"cannot reach the Ray cluster at {address}: {e}") from None
+    def run(model: torch.nn.Module, cfg: UnlearnConfig):
+        return unlearn_on_ray(model, problem.card, problem.store, problem.forget_ids, cfg, opts, home)
 
-
-def check_reachable(address: str | None, timeout: float = 5.0) -> None:
-    """Is a Ray cluster there at all? HOST:PORT, ray://HOST:PORT, auto (or $RAY_ADDRESS) get
-    a TCP connect to the host and port, read the way Ray reads them (IPv6 in brackets too).
-
-    Fails in seconds with one line instead of after a minute of GCS retries. Commands that
-    write state call it before their first write, so an unreachable cluster changes nothing.
-    """
-    import socket
-
-    from ray._common.network_utils import parse_address
-    from ray._common.utils import get_ray_address_file
-
-    address = (address if address is not None else os.environ.get("RAY_ADDRESS")) or "local"
-    if address == "local":
-        return
-    if address == "auto" and os.environ.get("RAY_ADDRESS", "auto") not in ("", "auto"):
-        address = os.environ["RAY_ADDRESS"]  # what ray.init("auto") would use first
-    if address == "auto":  # the cluster `ray start` recorded on this machine, if any
-        current = Path(get_ray_address_file(None))
-        if not current.exists():
-            raise UserError("--address auto: no Ray cluster was started on this machine (`ray start --head`); "
-                            "leave --address out for a local Ray")
-        target = current.read_text().strip()
-    elif address.startswith(("http://", "https://")):
-        raise UserError(f"{address} is a dashboard / Jobs API URL: join the cluster's GCS at HOST:PORT "
-                        f"(e.g. 10.0.0.1:6379), or run the command as a job with `unlearn submit --address {address}`")
-    else:
-        target = address.removeprefix("ray://")
-    parsed = parse_address(target)
-    if parsed is None or not parsed[1].isdigit():
-        raise UserError(f"{address!r} is not a Ray address: give HOST:PORT, ray://HOST:PORT, auto or local")
-    host, port = parsed
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as e:
-        raise UserError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
+    return run

@@ -1,4 +1,5 @@
-"""`$UNLEARN_HOME`: where one deployment keeps its state (DESIGN.md contract).
+"""`$UNLEARN_HOME`: where one deployment keeps its state (a contract: serving, the nightly and
+operators all read this layout).
 
     $UNLEARN_HOME/
       home.json        what `unlearn init` set up: dataset, registered model name
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.datasets.catalog import store_dir
 from pipeline.errors import UserError
 
 STATE_FILE = "home.json"
@@ -51,6 +53,10 @@ class Home:
     def nightly_dir(self) -> Path:
         return self.root / "nightly"
 
+    def store(self) -> Path:
+        """The deployment's Parquet sample store (after `unlearn init`)."""
+        return store_dir(self.state()["dataset"], self.root)
+
     def state(self) -> dict[str, Any]:
         """What `unlearn init` recorded; a clear error when it has not run here."""
         path = self.root / STATE_FILE
@@ -69,7 +75,7 @@ class Home:
 
     def ledger(self):
         """The deployment's ledger (after `unlearn init`)."""
-        from pipeline.ledger import Ledger
+        from pipeline.ops.ledger import Ledger
 
         self.state()
         _require_sqlite_file(self.ledger_url, "ledger", "UNLEARN_LEDGER_URL")
@@ -77,7 +83,7 @@ class Home:
 
     def registry(self):
         """The deployment's MLflow registry (after `unlearn init`)."""
-        from pipeline.registry import Registry
+        from pipeline.ops.registry import Registry
 
         state = self.state()
         _require_sqlite_file(self.tracking_uri, "MLflow store", "MLFLOW_TRACKING_URI")
