@@ -19,6 +19,7 @@ from pipeline.datasets.store import snapshot_id
 from pipeline.errors import UserError
 from pipeline.ops.home import Home, registered_model_name
 from pipeline.ops.ledger import Ledger
+from pipeline.ops.lineage import Lineage
 from pipeline.metrics import accuracy, predict_logits
 from pipeline.models import build_model, config_hash
 from pipeline.configs import load_run_configs
@@ -26,6 +27,8 @@ from pipeline.datasets import open_store, store_dir
 from pipeline.problem import model_card
 from pipeline.ops.registry import Registry
 from pipeline.train import to_tensors
+
+INIT_BATCH = "init"  # the batch id of version 1, the original model
 
 
 def run_init(home: Home, dataset: str, ray_opts, config_path: Path, seed: int = 0, log=print) -> dict[str, Any]:
@@ -55,7 +58,7 @@ def run_init(home: Home, dataset: str, ray_opts, config_path: Path, seed: int = 
     state = {"dataset": dataset, "model_name": name, "config": str(Path(config_path).resolve()),
              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
-    version = registry.champion() or registry.find_version("batch_id", "init")
+    version = registry.champion() or registry.find_batch(INIT_BATCH)
     if version is not None:  # a crash after registering: finish, do not train twice
         log(f"{name} v{version} is already registered; finishing the set-up")
         registry.set_champion(version)
@@ -73,20 +76,16 @@ def run_init(home: Home, dataset: str, ray_opts, config_path: Path, seed: int = 
     log(f"original model: train accuracy {metrics['RA']:.2f}, test accuracy {metrics['TA']:.2f} "
         f"({summary['seconds']:.1f}s training)")
 
-    run_id = registry.start_run("init", {"batch_id": "init", "outcome": "registered"})
+    run_id = registry.start_run(INIT_BATCH, {"batch_id": INIT_BATCH, "outcome": "registered"})
     registry.log(run_id, {"dataset": dataset, "workers": summary["workers"], "rows": summary["rows"],
                           **{f"train.{k}": v for k, v in train_cfg.to_dict().items()}},
                  {**metrics, "train_seconds": summary["seconds"], "wall_seconds": summary["wall_seconds"]})
-    snap = snapshot_id(train.sample_ids)
-    lineage = {"summary": f"original model trained on {len(train)} samples of {dataset}", "parent_version": None,
-               "method": "train", "config": train_cfg.to_dict(), "config_hash": config_hash(card),
-               "excluded_requests": [], "request_ids": [], "store_snapshot": snap, "dataset": dataset,
-               "metrics": metrics}
-    tags = {"batch_id": "init", "parent_version": "", "method": "train", "config_hash": config_hash(card),
-            "request_count": "0", "excluded_requests_count": "0", "store_snapshot": snap, "dataset": dataset,
-            "rounds_since_retrain": "0", "forgotten_since_retrain": "0", "exact_train_rows": str(len(train)),
-            "RA": f"{metrics['RA']:.2f}", "TA": f"{metrics['TA']:.2f}"}
-    version = registry.register(run_id, model, card, lineage, tags)
+    lineage = Lineage(summary=f"original model trained on {len(train)} samples of {dataset}", batch_id=INIT_BATCH,
+                      parent_version=None, method="train", config=train_cfg.to_dict(), config_hash=config_hash(card),
+                      dataset=dataset, store_snapshot=snapshot_id(train.sample_ids), request_ids=[],
+                      excluded_requests=[], metrics=metrics, rounds_since_retrain=0, forgotten_since_retrain=0,
+                      exact_train_rows=len(train))
+    version = registry.register(run_id, model, card, lineage)
     registry.set_champion(version)
     registry.end_run(run_id)
     home.write_state(state)

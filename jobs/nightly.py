@@ -310,10 +310,9 @@ def _unlearn(home, state, registry, parent, store, forget_ids, cfg, ray_opts, wo
     from pipeline.ray.train import train_on_ray, unlearn_on_ray
 
     model, card = registry.load(parent)
-    tags = registry.version(parent)["tags"]
-    rounds = int(tags.get("rounds_since_retrain", 0))
-    forgotten = int(tags.get("forgotten_since_retrain", 0))
-    base_rows = int(tags.get("exact_train_rows", 0)) or 1
+    tags = registry.tags(parent)
+    rounds, forgotten = tags.rounds_since_retrain, tags.forgotten_since_retrain
+    base_rows = tags.exact_train_rows or 1
     share = 100.0 * (forgotten + len(forget_ids)) / base_rows
     train, _ = read_store(store)
     card = {k: v for k, v in card.items() if k not in ("cost", "lineage")}

@@ -14,6 +14,7 @@ from pipeline.datasets.store import snapshot_id
 from pipeline.errors import UserError
 from pipeline.models import config_hash, load_checkpoint
 from pipeline.artifacts import write_json
+from pipeline.ops.lineage import METRIC_TAGS, Lineage
 from pipeline.ops.registry import Registry
 
 
@@ -52,7 +53,7 @@ def register_batch(state, registry: Registry, batch, resolved, cfg, work: Path, 
     The version is tagged with the batch id: after a crash, a re-run finds the version it
     already created (and whose weights verify) instead of registering a second one."""
     bid, parent = batch["id"], batch["parent_version"]
-    found = registry.find_version("batch_id", bid)
+    found = registry.find_batch(bid)
     if found is not None:
         try:
             registry.load(found)  # verifies the weights' hash
@@ -69,45 +70,38 @@ def register_batch(state, registry: Registry, batch, resolved, cfg, work: Path, 
     model, card = load_checkpoint(work / "model")
     run_id = log_run(registry, bid, batch, evaluation, work, "registered", cfg)
     excluded = sorted(set(excluded_requests(registry, parent)) | set(resolved))
-    lineage = {
-        "summary": f"{summary['method']} of {len(resolved)} deletion requests ({evaluation['n_forget']} samples) "
-                   f"from v{parent}",
-        "parent_version": parent, "method": summary["method"], "config": summary.get("config"),
-        "config_hash": config_hash(summary.get("config")), "batch_id": bid, "request_ids": sorted(resolved),
-        "excluded_requests": excluded, "store_snapshot": evaluation["store_snapshot"], "dataset": state["dataset"],
-        "metrics": {k: evaluation["new"][k] for k in ("UA", "RA", "TA", "MIA")},
-        "parent_metrics": {k: evaluation["parent"][k] for k in ("UA", "RA", "TA", "MIA")},
-        "gates": evaluation["gates"], "forget_ids_sha256": snapshot_id(sorted({s for v in resolved.values() for s in v})),
-    }
-    tags = {"batch_id": bid, "parent_version": str(parent), "method": summary["method"],
-            "config_hash": lineage["config_hash"], "request_ids": ",".join(sorted(resolved)),
-            "request_count": str(len(resolved)), "excluded_requests_count": str(len(excluded)),
-            "store_snapshot": evaluation["store_snapshot"], "dataset": state["dataset"],
-            "rounds_since_retrain": str(summary["rounds_since_retrain"]),
-            "forgotten_since_retrain": str(summary["forgotten_since_retrain"]),
-            "exact_train_rows": str(summary["exact_train_rows"]),
-            **{k: f"{evaluation['new'][k]:.2f}" for k in ("UA", "RA", "TA", "MIA")}}
+    lineage = Lineage(
+        summary=f"{summary['method']} of {len(resolved)} deletion requests ({evaluation['n_forget']} samples) "
+                f"from v{parent}",
+        batch_id=bid, parent_version=parent, method=summary["method"], config=summary.get("config"),
+        config_hash=config_hash(summary.get("config")), dataset=state["dataset"],
+        store_snapshot=evaluation["store_snapshot"], request_ids=sorted(resolved), excluded_requests=excluded,
+        metrics={k: evaluation["new"][k] for k in METRIC_TAGS},
+        parent_metrics={k: evaluation["parent"][k] for k in METRIC_TAGS}, gates=evaluation["gates"],
+        forget_ids_sha256=snapshot_id(sorted({s for v in resolved.values() for s in v})),
+        rounds_since_retrain=summary["rounds_since_retrain"], forgotten_since_retrain=summary["forgotten_since_retrain"],
+        exact_train_rows=summary["exact_train_rows"])
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "model_card.md").write_text(model_card_md(registry.name, card, lineage, evaluation))
-        version = registry.register(run_id, model, card, lineage, tags, extra_dir=Path(d))
+        version = registry.register(run_id, model, card, lineage, extra_dir=Path(d))
     registry.set_champion(version)
     registry.end_run(run_id, "FINISHED")
     return version, run_id
 
 
-def model_card_md(name: str, card: dict[str, Any], lineage: dict[str, Any], evaluation: dict[str, Any]) -> str:
+def model_card_md(name: str, card: dict[str, Any], lineage: Lineage, evaluation: dict[str, Any]) -> str:
     """The human-readable card beside the weights (model/model.json is the machine one)."""
     new, parent = evaluation["new"], evaluation["parent"]
     rows = "\n".join(f"| {k} | {parent[k]:.2f} | {new[k]:.2f} |" for k in ("UA", "RA", "TA", "MIA"))
     gates = "\n".join(f"| {g['gate']} | {g['value']:.2f} | {g['limit']:.2f} | {'pass' if g['passed'] else 'FAIL'} |"
-                       for g in lineage["gates"])
-    return f"""# {name}: unlearned version (parent v{lineage['parent_version']})
+                       for g in lineage.gates)
+    return f"""# {name}: unlearned version (parent v{lineage.parent_version})
 
 - Architecture: {card['arch']} {card['model_kwargs']}, input {card['input_shape']}, {card['num_classes']} classes
-- Data: {lineage['dataset']}, store snapshot {lineage['store_snapshot']} (before this batch's purge)
-- Method: {lineage['method']} (config hash {lineage['config_hash']}), batch {lineage['batch_id']}
-- Forgets: {len(lineage['request_ids'])} deletion requests, {evaluation['n_forget']} samples; it excludes
-  {len(lineage['excluded_requests'])} requests in all, counting its ancestors
+- Data: {lineage.dataset}, store snapshot {lineage.store_snapshot} (before this batch's purge)
+- Method: {lineage.method} (config hash {lineage.config_hash}), batch {lineage.batch_id}
+- Forgets: {len(lineage.request_ids)} deletion requests, {evaluation['n_forget']} samples; it excludes
+  {len(lineage.excluded_requests)} requests in all, counting its ancestors
 - Weights: `model/model.safetensors` (safetensors; SHA-256 in the version tag `weights_sha256`)
 
 | metric | parent | this version |

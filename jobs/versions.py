@@ -9,17 +9,18 @@ that request is not among them: such a version must not be served again silently
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.ops.ledger import Ledger, iso, now
+from pipeline.ops.lineage import VersionTags
 from pipeline.ops.registry import Registry
 
 
 def excluded_requests(registry: Registry, version: int) -> list[str]:
-    return list(registry.lineage(version).get("excluded_requests", []))
+    lineage = registry.lineage(version)
+    return list(lineage.excluded_requests) if lineage else []
 
 
 def contained_purged(registry: Registry, ledger: Ledger, version: int) -> list[dict[str, Any]]:
@@ -33,7 +34,7 @@ def housekeeping(ledger: Ledger, registry: Registry, grace_days: float, log=prin
     period since the first such purge has passed. The champion is never touched."""
     champion, deleted = registry.champion(), []
     for v in registry.versions():
-        if v["version"] == champion or v["tags"].get("weights_deleted_at"):
+        if v["version"] == champion or VersionTags.from_tags(v["tags"]).weights_deleted_at:
             continue
         held = contained_purged(registry, ledger, v["version"])
         if not held:
@@ -57,10 +58,9 @@ def rollback(ledger: Ledger, registry: Registry, to: int | None, force: bool, lo
     if champion is None:
         raise UserError("no champion model yet: run `unlearn init --dataset NAME` first")
     if to is None:
-        parent = registry.version(champion)["tags"].get("parent_version")
-        if parent in (None, "", "None"):
+        to = registry.tags(champion).parent_version
+        if to is None:
             raise UserError(f"v{champion} has no parent version to roll back to; name one with --to")
-        to = int(parent)
     if to == champion:
         raise UserError(f"v{to} is already the champion")
     registry.version(to)  # exists?
@@ -118,12 +118,10 @@ def version_records(registry: Registry, ledger: Ledger) -> list[dict[str, Any]]:
                         f"(run `unlearn init --dataset NAME`, or check MLFLOW_TRACKING_URI)")
     out = []
     for v in versions:
-        t = v["tags"]
-        deleted = t.get("weights_deleted_at")
-        out.append({"version": v["version"], "parent_version": int(t["parent_version"]) if t.get("parent_version") else None,
-                    "method": t.get("method"), "request_count": int(t.get("request_count", 0)),
-                    "metrics": {k: float(t[k]) for k in ("UA", "RA", "TA", "MIA")
-                                if t.get(k) and math.isfinite(float(t[k]))},  # JSON has no NaN
+        t = VersionTags.from_tags(v["tags"])
+        deleted = t.weights_deleted_at
+        out.append({"version": v["version"], "parent_version": t.parent_version, "method": t.method,
+                    "request_count": t.request_count, "metrics": t.metrics(),
                     "champion": v["version"] == champion, "weights_deleted_at": deleted,
                     "contains_purged_data": bool(not deleted and contained_purged(registry, ledger, v["version"]))})
     return out

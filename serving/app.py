@@ -121,9 +121,10 @@ class ModelServer:
         try:
             model, card = self.registry.load(version)
             self.predictor.swap(model, card, str(version))
-            tags = self.registry.version(version)["tags"]
-            self.info = {"parent_version": tags.get("parent_version") or None,
-                         "excluded_requests": int(tags.get("excluded_requests_count", 0))}
+            tags = self.registry.tags(version)
+            parent = tags.parent_version
+            self.info = {"parent_version": str(parent) if parent is not None else None,
+                         "excluded_requests": tags.excluded_requests_count}
             log.info("replica %s now serves version %s", self.replica, version)
         except (RejectedModel, Exception) as e:  # never serve it; keep the old one and say why
             self.predictor.last_error = f"version {version} not served: {e}"

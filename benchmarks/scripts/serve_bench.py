@@ -81,9 +81,9 @@ def new_version(registry, base_version: int, noise: float, tag: str) -> int:
         for p in model.parameters():
             p.add_(noise * torch.randn_like(p))
     run = registry.start_run(tag, {"batch_id": tag})
-    lineage = registry.lineage(base_version)
-    v = registry.register(run, model, card, {"excluded_requests": lineage.get("excluded_requests", [])},
-                          {"batch_id": tag, "parent_version": str(base_version)})
+    lineage = registry.lineage(base_version).model_copy(
+        update={"batch_id": tag, "parent_version": base_version, "summary": f"{tag}: v{base_version} plus noise"})
+    v = registry.register(run, model, card, lineage)
     registry.end_run(run)
     return v
 

@@ -7,8 +7,9 @@ model, and the next unlearning round wants a plain state_dict anyway. Loading a 
 verifies the weights' SHA-256 against the version's tag, then reads them with
 safetensors: nothing is ever unpickled.
 
-The driver owns each run (FIELD-NOTES.md); the client API is used, not the fluent one,
-so no global "active run" leaks between nights in one process.
+The driver owns each run (Ray Train's `setup_mlflow` on a worker leaves runs RUNNING);
+the client API is used, not the fluent one, so no global "active run" leaks between
+nights in one process. The version's tags and lineage.json follow `pipeline.ops.lineage`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 
 from pipeline.errors import UserError
 from pipeline.models import load_checkpoint, save_checkpoint
+from pipeline.ops.lineage import Lineage, VersionTags
 
 CHAMPION = "champion"
 TAG_LIMIT = 5000  # MLflow caps tag values; longer lists go to lineage.json only
@@ -122,8 +124,8 @@ class Registry:
 
     # ---- versions ------------------------------------------------------------------
 
-    def register(self, run_id: str, model: nn.Module, card: dict[str, Any], lineage: dict[str, Any],
-                 tags: dict[str, str], extra_dir: Path | None = None) -> int:
+    def register(self, run_id: str, model: nn.Module, card: dict[str, Any], lineage: Lineage,
+                 extra_dir: Path | None = None) -> int:
         """Log weights + card (+ lineage.json, + extra_dir's files) to the run and create a
         model version from them. The version's tags carry the lineage and the weights' hash.
         One version per run: a second one would overwrite the first one's files."""
@@ -132,7 +134,7 @@ class Registry:
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(Path(d) / "model", model, card)
             digest = file_sha256(Path(d) / "model" / "model.safetensors")
-            (Path(d) / "lineage.json").write_text(json.dumps(lineage, indent=2, default=str))
+            (Path(d) / "lineage.json").write_text(json.dumps(lineage.document(), indent=2))
             self.client.log_artifacts(run_id, str(Path(d) / "model"), "model")
             self.client.log_artifact(run_id, str(Path(d) / "lineage.json"))
         if extra_dir is not None:
@@ -144,10 +146,10 @@ class Registry:
         except self._exc as e:
             if getattr(e, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                 raise
-        all_tags = {**{k: (v if len(v) <= TAG_LIMIT else v[:TAG_LIMIT - 20] + "...(lineage.json)")
-                       for k, v in tags.items()}, "weights_sha256": digest}
-        mv = self.client.create_model_version(self.name, source, run_id=run_id, tags=all_tags,
-                                              description=lineage.get("summary"))
+        tags = lineage.tags().model_copy(update={"weights_sha256": digest}).to_tags()
+        tags = {k: (v if len(v) <= TAG_LIMIT else v[:TAG_LIMIT - 20] + "...(lineage.json)") for k, v in tags.items()}
+        mv = self.client.create_model_version(self.name, source, run_id=run_id, tags=tags,
+                                              description=lineage.summary)
         return int(mv.version)
 
     def versions(self) -> list[dict[str, Any]]:
@@ -167,9 +169,13 @@ class Registry:
         return {"version": int(v.version), "tags": dict(v.tags), "source": v.source, "run_id": v.run_id,
                 "aliases": list(v.aliases)}
 
-    def find_version(self, tag: str, value: str) -> int | None:
+    def tags(self, version: int) -> VersionTags:
+        return VersionTags.from_tags(self.version(version)["tags"])
+
+    def find_batch(self, batch_id: str) -> int | None:
+        """The version registered by batch `batch_id` ("init" for the original), if any."""
         for v in self.versions():
-            if v["tags"].get(tag) == value:
+            if VersionTags.from_tags(v["tags"]).batch_id == batch_id:
                 return v["version"]
         return None
 
@@ -183,14 +189,17 @@ class Registry:
         self.client.set_registered_model_alias(self.name, CHAMPION, str(version))
 
     def set_version_tag(self, version: int, key: str, value: str) -> None:
+        if key not in VersionTags.model_fields:  # one schema for every tag we write
+            raise ValueError(f"{key!r} is not a VersionTags field")
         self.client.set_model_version_tag(self.name, str(version), key, value)
 
     def download(self, version: int, dst: Path | None = None) -> Path:
         import mlflow
 
         info = self.version(version)
-        if info["tags"].get("weights_deleted_at"):
-            raise UserError(f"version {version}'s weights were deleted on {info['tags']['weights_deleted_at']} "
+        deleted = VersionTags.from_tags(info["tags"]).weights_deleted_at
+        if deleted:
+            raise UserError(f"version {version}'s weights were deleted on {deleted} "
                             f"(it contained purged data and its grace period ended)")
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=info["source"], tracking_uri=self.uri,
                                                         dst_path=str(dst) if dst else None))
@@ -200,20 +209,22 @@ class Registry:
         info = self.version(version)
         directory = self.download(version)
         weights = directory / "model.safetensors"
-        expected = info["tags"].get("weights_sha256")
+        expected = VersionTags.from_tags(info["tags"]).weights_sha256
         if not weights.exists() or expected is None or file_sha256(weights) != expected:
             raise UserError(f"version {version}'s weights are missing or do not match their recorded SHA-256")
         return load_checkpoint(directory)
 
-    def lineage(self, version: int) -> dict[str, Any]:
+    def lineage(self, version: int) -> Lineage | None:
+        """The version's lineage.json; None when it cannot be read (its readers then treat
+        the version as excluding nothing, which keeps every deletion's guard on)."""
         import mlflow
 
         run_id = self.version(version)["run_id"]
         try:
             path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="lineage.json", tracking_uri=self.uri)
+            return Lineage.model_validate_json(Path(path).read_text())
         except Exception:
-            return {}
-        return json.loads(Path(path).read_text())
+            return None
 
     def delete_weights(self, version: int, when: str) -> None:
         """Delete a version's weight files (the registry entry and its lineage stay)."""

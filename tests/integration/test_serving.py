@@ -156,8 +156,8 @@ def test_hot_swap_follows_the_alias_and_refuses_a_broken_version(served):
         for p in model.parameters():
             p.add_(0.001)
     run = registry.start_run("swap-test", {"batch_id": "swap-test"})
-    good = registry.register(run, model, card, {"excluded_requests": registry.lineage(champion)["excluded_requests"]},
-                             {"batch_id": "swap-test", "parent_version": str(champion)})
+    lineage = registry.lineage(champion).model_copy(update={"batch_id": "swap-test", "parent_version": champion})
+    good = registry.register(run, model, card, lineage)
     registry.set_champion(good)
     assert wait_all_replicas(good) < 10
     x, _ = digits_instances(home, 4)
@@ -167,7 +167,8 @@ def test_hot_swap_follows_the_alias_and_refuses_a_broken_version(served):
         next(model.parameters()).fill_(float("nan"))
     registry.end_run(run)
     run = registry.start_run("swap-test-bad", {"batch_id": "swap-test-bad"})
-    bad = registry.register(run, model, card, {"excluded_requests": []}, {"batch_id": "swap-test-bad"})
+    bad = registry.register(run, model, card, lineage.model_copy(
+        update={"batch_id": "swap-test-bad", "parent_version": None, "excluded_requests": []}))
     registry.end_run(run)
     registry.set_champion(bad)
     deadline = time.monotonic() + 10

@@ -7,6 +7,7 @@ import torch
 
 from pipeline.errors import UserError
 from pipeline.models import build_model
+from pipeline.ops.lineage import Lineage
 from pipeline.ops.registry import Registry
 
 CARD = {"arch": "mlp", "model_kwargs": {"hidden": 8}, "input_shape": [4], "num_classes": 3}
@@ -21,8 +22,10 @@ def register(registry, seed, parent=None, batch="b"):
     torch.manual_seed(seed)
     model = build_model("mlp", (4,), 3, hidden=8)
     run = registry.start_run(batch, {"batch_id": batch})
-    v = registry.register(run, model, CARD, {"parent_version": parent, "excluded_requests": [f"r{seed}"]},
-                          {"batch_id": batch, "parent_version": str(parent)})
+    lineage = Lineage(summary=f"test version {seed}", batch_id=batch, parent_version=parent, method="train",
+                      config=None, config_hash="-", dataset="test", store_snapshot="-", request_ids=[f"r{seed}"],
+                      excluded_requests=[f"r{seed}"], metrics={"TA": 50.0})
+    v = registry.register(run, model, CARD, lineage)
     registry.end_run(run)
     return v, model
 
@@ -35,9 +38,9 @@ def test_versions_champion_and_lineage(registry):
     assert (v1, v2) == (1, 2) and registry.champion() == 1
     registry.set_champion(v2)
     assert registry.champion() == 2
-    assert registry.find_version("batch_id", "night-1") == 2
+    assert registry.find_batch("night-1") == 2
     assert registry.version(2)["tags"]["parent_version"] == "1"
-    assert registry.lineage(2)["excluded_requests"] == ["r2"]
+    assert registry.lineage(2).excluded_requests == ["r2"]
     loaded, card = registry.load(2)
     for k, v in m2.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v)
