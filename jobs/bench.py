@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.errors import UserError
-from pipeline.metrics import METRIC_KEYS, avg_gap
-from pipeline.methods import METHODS, ORACLE
 from pipeline.artifacts import write_json
 from pipeline.configs import default_config_path, load_run_configs, method_config
+from pipeline.errors import UserError
+from pipeline.methods import METHODS, ORACLE
+from pipeline.metrics import METRIC_KEYS, avg_gap
 from pipeline.problem import make_problem, run_method
 
 SCALARS = (*METRIC_KEYS, "gap", "seconds", "time_ratio", "grad_ratio", "sample_grads", "conflict_share", "conflict_mean_cos")

@@ -253,7 +253,8 @@ def cmd_request_list(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    from jobs.nightly import NightlyConfig, run_nightly
+    from jobs.nightly import run_nightly
+    from pipeline.ops.nightly_config import NightlyConfig
     from pipeline.config import read_yaml
 
     data: dict = {}
@@ -358,6 +359,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.config import describe
+    from pipeline.ops.gates import GateConfig
+    from pipeline.ops.nightly_config import NightlyConfig, RetrainPolicy
+
     p = Parser(
         prog="unlearn",
         description="Make a trained model forget: deletion requests in a ledger, LUR and the field's\n"
@@ -460,14 +465,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    "evaluate against the parent, gate, register in MLflow and move the champion, "
                                    "purge the samples, write audit records. Safe to re-run after a crash. "
                                    "Exit code 3 when a gate fails.")
-    n.add_argument("--method", default=None, help="unlearning method (default: lur, or the --config file's)")
+    n.add_argument("--method", default=None, help="unlearning method (default: the --config file's, else "
+                                                   f"{NightlyConfig.model_fields['method'].default})")
     n.add_argument("--config", default=None, help="nightly YAML: method, gates, retrain policy, grace_days (default: the built-in defaults, "
                         "spelled out in pipeline/configs/nightly.yaml)")
-    n.add_argument("--max-ta-drop", type=float, default=None, help="gate: test-accuracy points the new version may lose vs its parent (default 1.0)")
-    n.add_argument("--max-ra-drop", type=float, default=None, help="gate: retain-accuracy points it may lose (default 2.0)")
-    n.add_argument("--forget-margin", type=float, default=None, help="gate: forget accuracy may exceed TA by this (default 5.0, plus a small-sample allowance)")
-    n.add_argument("--retrain-after", type=int, default=None, help="retrain from scratch after this many unlearning rounds (default 5)")
-    n.add_argument("--grace-days", type=float, default=None, help="days before weights still containing purged data are deleted (default 7)")
+    n.add_argument("--max-ta-drop", type=float, default=None, help="gate: " + describe(GateConfig, "max_ta_drop"))
+    n.add_argument("--max-ra-drop", type=float, default=None, help="gate: " + describe(GateConfig, "max_ra_drop"))
+    n.add_argument("--forget-margin", type=float, default=None, help="gate: " + describe(GateConfig, "forget_margin"))
+    n.add_argument("--retrain-after", type=int, default=None,
+                   help="retrain from scratch after this many unlearning rounds "
+                        f"(default: {RetrainPolicy.model_fields['after_rounds'].default})")
+    n.add_argument("--grace-days", type=float, default=None,
+                   help="days before weights still containing purged data are deleted "
+                        f"(default: {NightlyConfig.model_fields['grace_days'].default})")
     add_ray_args(n)
     n.set_defaults(func=cmd_nightly)
 

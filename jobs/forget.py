@@ -20,13 +20,13 @@ from typing import Any
 
 import torch
 
-from pipeline.errors import UserError
-from pipeline.metrics import evaluate
-from pipeline.methods import ORACLE, build_method
-from pipeline.models import config_hash, load_checkpoint, save_checkpoint
 from pipeline.artifacts import write_json
 from pipeline.configs import load_run_configs, method_config
 from pipeline.datasets import open_store, store_dir
+from pipeline.errors import UserError
+from pipeline.methods import ORACLE, build_method
+from pipeline.metrics import evaluate
+from pipeline.models import config_hash, load_checkpoint, save_checkpoint
 from pipeline.problem import original_model, test_split_for
 from pipeline.train import to_tensors
 

@@ -15,17 +15,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.configs import load_run_configs
+from pipeline.datasets import open_store, store_dir
 from pipeline.datasets.store import snapshot_id
 from pipeline.errors import UserError
+from pipeline.metrics import accuracy, predict_logits
+from pipeline.models import build_model, config_hash
 from pipeline.ops.home import Home, registered_model_name
 from pipeline.ops.ledger import Ledger
 from pipeline.ops.lineage import Lineage
-from pipeline.metrics import accuracy, predict_logits
-from pipeline.models import build_model, config_hash
-from pipeline.configs import load_run_configs
-from pipeline.datasets import open_store, store_dir
-from pipeline.problem import model_card
 from pipeline.ops.registry import Registry
+from pipeline.problem import model_card
 from pipeline.train import to_tensors
 
 INIT_BATCH = "init"  # the batch id of version 1, the original model

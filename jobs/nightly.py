@@ -25,14 +25,12 @@ kills the process after that stage: the crash-safety tests use it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -43,73 +41,17 @@ from jobs.nightly_mlflow import log_run, register_batch
 from jobs.nightly_report import evaluate_batch
 from jobs.versions import housekeeping
 from pipeline.artifacts import write_json
-from pipeline.config import TrainConfig, _from_dict
+from pipeline.config import TrainConfig
 from pipeline.datasets.store import purge_samples, read_store, snapshot_id
 from pipeline.errors import UserError
-from pipeline.ops.gates import GateConfig, check, failures
+from pipeline.models import load_checkpoint, save_checkpoint
+from pipeline.ops.gates import check, failures
 from pipeline.ops.home import Home
 from pipeline.ops.ledger import Ledger
-from pipeline.models import load_checkpoint, save_checkpoint
+from pipeline.ops.nightly_config import NightlyConfig
 
 LOCK = "nightly"
 CRASH_ENV = "UNLEARN_TEST_CRASH_AFTER"
-
-
-@dataclass
-class RetrainPolicy:
-    """Approximate unlearning drifts; an exact retrain resets it."""
-
-    after_rounds: int = 5  # retrain when the champion is this many unlearning rounds from an exact model
-    above_forgotten_pct: float = 10.0  # ... or when this share of the exact model's data has been forgotten since
-
-
-@dataclass
-class NightlyConfig:
-    method: str = "lur"
-    seed: int = 0
-    gates: GateConfig = field(default_factory=GateConfig)
-    retrain: RetrainPolicy = field(default_factory=RetrainPolicy)
-    grace_days: float = 7.0  # then weights of versions that still contain purged data are deleted
-    serve_wait_s: float = 60.0  # how long to wait for serving to report the new version live
-    lock_stale_minutes: float = 30.0  # a lock without heartbeat this long belongs to a dead machine
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "nightly config") -> "NightlyConfig":
-        if not isinstance(data, dict):
-            raise UserError(f"{where}: expected a mapping of settings (method, gates, retrain, ...), "
-                            f"got {type(data).__name__}")
-        data = dict(data)
-        gates = GateConfig.from_dict(data.pop("gates", {}) or {}, f"{where}: gates")
-        retrain = _from_dict(RetrainPolicy, data.pop("retrain", {}) or {}, f"{where}: retrain")
-        cfg = _from_dict(cls, {**data}, where)
-        cfg.gates, cfg.retrain = gates, retrain
-        cfg.validate(where)
-        return cfg
-
-    def validate(self, where: str) -> None:
-        """Values that parse but make no sense: an unknown method, a negative grace period
-        (it would delete weights at once), NaN or infinite gates (always failing or off)."""
-        from pipeline.methods import METHODS, ORACLE
-
-        if self.method not in METHODS or self.method == ORACLE:
-            raise UserError(f"{where}: unknown unlearning method {self.method!r}; choose from "
-                            f"{', '.join(m for m in METHODS if m != ORACLE)}")
-        numbers = {"gates." + k: v for k, v in self.gates.to_dict().items()}
-        numbers.update({"retrain." + k: v for k, v in asdict(self.retrain).items()})
-        numbers.update(grace_days=self.grace_days, serve_wait_s=self.serve_wait_s,
-                       lock_stale_minutes=self.lock_stale_minutes)
-        for name, value in numbers.items():
-            if not math.isfinite(value):
-                raise UserError(f"{where}: {name} must be a finite number, got {value!r}")
-        for name in ("retrain.after_rounds", "retrain.above_forgotten_pct", "grace_days", "serve_wait_s",
-                     "gates.binomial_z"):
-            if numbers[name] < 0:
-                raise UserError(f"{where}: {name} must not be negative, got {numbers[name]!r}")
-        if self.lock_stale_minutes <= 0:
-            raise UserError(f"{where}: lock_stale_minutes must be positive")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _crash_point(stage: str) -> None:

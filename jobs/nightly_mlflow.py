@@ -10,10 +10,10 @@ from typing import Any
 
 from jobs.nightly_report import plot_batch
 from jobs.versions import excluded_requests
+from pipeline.artifacts import write_json
 from pipeline.datasets.store import snapshot_id
 from pipeline.errors import UserError
 from pipeline.models import config_hash, load_checkpoint
-from pipeline.artifacts import write_json
 from pipeline.ops.lineage import METRIC_TAGS, Lineage
 from pipeline.ops.registry import Registry
 

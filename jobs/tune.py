@@ -18,11 +18,11 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import UnlearnConfig
-from pipeline.errors import UserError
 from pipeline.artifacts import write_json
 from pipeline.configs import load_method_configs, load_run_configs, method_config, scenario_of
+from pipeline.errors import UserError
 from pipeline.problem import make_problem, run_method
+from pipeline.unlearn import UnlearnConfig
 
 
 def grid_points(base: UnlearnConfig, grid: dict[str, list]) -> list[UnlearnConfig]:

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-import torch.nn.functional as F
 
 from pipeline.errors import UserError
 
@@ -95,6 +95,8 @@ class ResNet18(nn.Module):
 
 
 ARCHITECTURES = {"mlp": MLP, "cnn": CNN, "resnet18": ResNet18}
+# Constructor arguments `build_model` derives from the data; model_kwargs supplies the rest.
+BUILT_BY_BUILD_MODEL = ("in_features", "in_channels", "num_classes", "image_size")
 
 
 def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int, **kwargs: Any) -> nn.Module:

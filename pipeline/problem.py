@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import TrainConfig, UnlearnConfig
+from pipeline.config import TrainConfig
 from pipeline.datasets import Split, open_store, select_forget, store_dir
 from pipeline.errors import UserError
-from pipeline.metrics import avg_gap, evaluate
 from pipeline.methods import build_method
+from pipeline.metrics import avg_gap, evaluate
 from pipeline.models import build_model, config_hash, load_checkpoint, save_checkpoint
 from pipeline.train import fit, to_tensors
-from pipeline.unlearn import unlearn
+from pipeline.unlearn import UnlearnConfig, unlearn
 
 HOLDOUT_SEED = 20251  # fixed, so every seed tunes against the same validation split
 

@@ -10,19 +10,50 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 from tqdm.auto import tqdm
 
 from pipeline import collective, loop_state
-from pipeline.config import UnlearnConfig
+from pipeline.config import ConfigModel
 from pipeline.devices import rng_devices
+from pipeline.errors import UserError
 from pipeline.methods import build_method
 from pipeline.methods.base import Batch, ce
 from pipeline.train import seed_everything
+
+
+class UnlearnConfig(ConfigModel):
+    """One unlearning run: the loop's schedule plus the method's own flat kwargs.
+
+    Each epoch walks the forget set once in batches of `forget_batch`, pairing every
+    forget batch with the next batch of a cycling retain stream. Methods that only use
+    retain data (finetune, l1_sparse) still take the same number of steps.
+    """
+
+    method: str = Field("lur", description="unlearning method (pipeline.methods.METHODS)")
+    method_kwargs: dict[str, Any] = Field(default_factory=dict,
+                                          description="keyword arguments of the method's constructor")
+    epochs: int = Field(2, ge=1, description="passes over the forget set")
+    lr: float = Field(0.01, gt=0, description="learning rate")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd (momentum 0.9) or adam")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty")
+    forget_batch: int = Field(128, ge=1, description="forget samples per step (global, over all workers)")
+    retain_batch: int = Field(128, ge=1, description="retain samples per step (global, over all workers)")
+    seed: int = Field(0, ge=0, description="seed of the batch order and of random labels")
+    conflict_every: int = Field(5, ge=0, description="log cos(grad L_u, grad L_r) every N steps (telemetry, not timed; 0 turns it off)")
+
+    @model_validator(mode="after")
+    def _method_kwargs_fit_the_method(self) -> "UnlearnConfig":
+        try:
+            build_method(self.method, **self.method_kwargs)  # the constructor checks its own ranges
+        except UserError as e:
+            raise ValueError(str(e)) from None
+        return self
 
 
 @dataclass

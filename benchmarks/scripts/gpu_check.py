@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
 import tempfile
 import time
@@ -23,11 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.config import UnlearnConfig  # noqa: E402
 from pipeline.datasets.split import Split  # noqa: E402
 from pipeline.datasets.store import write_store  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
-from pipeline.unlearn import LoopHooks, unlearn  # noqa: E402
+from pipeline.unlearn import (  # noqa: E402
+    LoopHooks,
+    UnlearnConfig,  # noqa: E402
+    unlearn,
+)
 
 
 def synthetic(n: int, seed: int = 0) -> Split:

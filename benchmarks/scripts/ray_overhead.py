@@ -26,15 +26,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
-from pipeline.config import UnlearnConfig  # noqa: E402
-from pipeline.datasets import read_store, select_forget  # noqa: E402
 from pipeline.configs import default_config_path, load_run_configs, method_config  # noqa: E402
-from pipeline.datasets import store_dir  # noqa: E402
+from pipeline.datasets import (  # noqa: E402
+    read_store,
+    select_forget,
+    store_dir,  # noqa: E402
+)
 from pipeline.problem import original_model  # noqa: E402
 from pipeline.ray.cluster import connect  # noqa: E402
 from pipeline.ray.train import RayOptions, unlearn_on_ray  # noqa: E402
 from pipeline.train import to_tensors  # noqa: E402
-from pipeline.unlearn import unlearn  # noqa: E402
+from pipeline.unlearn import (
+    UnlearnConfig,  # noqa: E402
+    unlearn,  # noqa: E402
+)
 
 
 def main() -> None:

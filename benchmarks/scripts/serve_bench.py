@@ -103,8 +103,8 @@ def main() -> None:
     from jobs.init import run_init
     from jobs.serve import start_app
     from pipeline.ops.home import Home
-    from pipeline.ray.train import RayOptions
     from pipeline.ops.registry import Registry
+    from pipeline.ray.train import RayOptions
     from serving.predictor import Predictor
 
     out = Path(args.out)

@@ -13,8 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import TrainConfig, UnlearnConfig, read_yaml
+from pipeline.config import TrainConfig, read_yaml
 from pipeline.errors import UserError
+from pipeline.unlearn import UnlearnConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent
 SCHEMA_DIR = CONFIG_DIR / "schema"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
+from pipeline.config import check_kwargs
 from pipeline.errors import UserError
 from pipeline.methods.finetune import Finetune
 from pipeline.methods.grad_ascent import GradAscent
@@ -31,17 +31,12 @@ ORACLE = "retrain"
 
 
 def build_method(name: str, **kwargs: Any):
+    """The method `name`, built from its flat kwargs; a mistake is one UserError line."""
     if name not in METHODS:
         raise UserError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
-    # Configs come from YAML, where "5e-05" (no dot) is a string: check numbers up front.
-    for key, param in inspect.signature(METHODS[name].__init__).parameters.items():
-        default, value = param.default, kwargs.get(key)
-        if key in kwargs and isinstance(default, (int, float)) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise UserError(f"method {name}: {key} should be a number, got {value!r} (write 5e-5 as 0.00005 in YAML)")
+    # Configs come from YAML, where "5e-05" (no dot) is a string: types are checked up front.
+    check_kwargs(METHODS[name].__init__, kwargs, f"method {name}: bad config")
     try:
         return METHODS[name](**kwargs)
-    except TypeError as e:  # an unknown or missing keyword in a config
-        raise UserError(f"method {name}: bad config ({e})") from None
-    except ValueError as e:
+    except ValueError as e:  # the constructor's own range checks
         raise UserError(str(e)) from None

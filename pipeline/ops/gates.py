@@ -19,26 +19,22 @@ Defaults, and why:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipeline.config import _from_dict
+from pydantic import Field
+
+from pipeline.config import ConfigModel
 
 
-@dataclass
-class GateConfig:
-    max_ta_drop: float = 1.0  # points of test accuracy, vs the parent version
-    max_ra_drop: float = 2.0  # points of retain accuracy, vs the parent version
-    forget_margin: float = 5.0  # forget accuracy may exceed TA by this much (+ the binomial allowance)
-    binomial_z: float = 2.0  # standard errors of slack for small forget sets (0 turns it off)
-    min_mia: float = 0.0  # minimum MIA-Efficacy on the forget set (0 = not gated; recorded either way)
+class GateConfig(ConfigModel):
+    """The gates' limits. A negative forget margin is allowed: a stricter gate."""
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "gates") -> "GateConfig":
-        return _from_dict(cls, data, where)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    max_ta_drop: float = Field(1.0, description="test-accuracy points the new version may lose vs its parent")
+    max_ra_drop: float = Field(2.0, description="retain-accuracy points the new version may lose vs its parent")
+    forget_margin: float = Field(5.0, description="forget accuracy may exceed TA by this much, plus binomial_z "
+                                                  "standard errors (a small-sample allowance)")
+    binomial_z: float = Field(2.0, ge=0, description="standard errors of slack for small forget sets (0 turns it off)")
+    min_mia: float = Field(0.0, description="minimum MIA-Efficacy on the forget set (0: recorded, not gated)")
 
 
 def forget_allowance(ta: float, n: int, cfg: GateConfig) -> float:

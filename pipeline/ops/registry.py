@@ -92,9 +92,9 @@ class Registry:
 
     def log(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
             tags: dict[str, str] | None = None) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
         import time
+
+        from mlflow.entities import Metric, Param, RunTag
 
         t = int(time.time() * 1000)
         self.client.log_batch(
@@ -105,9 +105,9 @@ class Registry:
         )
 
     def log_step_metric(self, run_id: str, key: str, values: list[tuple[int, float]]) -> None:
-        from mlflow.entities import Metric
-
         import time
+
+        from mlflow.entities import Metric
 
         t = int(time.time() * 1000)
         for i in range(0, len(values), 500):

@@ -35,10 +35,10 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 from pipeline import collective, loop_state
-from pipeline.config import UnlearnConfig
 from pipeline.errors import UserError
 from pipeline.models import build_model, save_checkpoint
 from pipeline.ray.cluster import connect
+from pipeline.unlearn import UnlearnConfig
 
 RESULT_JSON = "unlearn_result.json"
 

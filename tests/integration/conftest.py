@@ -46,8 +46,8 @@ def deployment(ray_cluster, tmp_path_factory):
     from jobs.init import run_init
     from pipeline.ops.home import Home
     from pipeline.ops.ledger import Ledger
-    from pipeline.ray.train import RayOptions
     from pipeline.ops.registry import Registry
+    from pipeline.ray.train import RayOptions
 
     root = Path(__file__).resolve().parents[2]
     home = Home(tmp_path_factory.mktemp("deployment").resolve())

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from jobs import cli
-from jobs.nightly import NightlyConfig, run_nightly
+from jobs.nightly import run_nightly
+from pipeline.ops.nightly_config import NightlyConfig
 from pipeline.datasets.store import read_store
 from pipeline.ray.train import RayOptions
 

@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import UnlearnConfig
-from pipeline.datasets import read_store, select_forget
+from pipeline.datasets import read_store, select_forget, store_dir
 from pipeline.metrics import accuracy, predict_logits
 from pipeline.models import build_model
-from pipeline.datasets import store_dir
 from pipeline.ray.train import RayOptions, plan, unlearn_on_ray
 from pipeline.train import to_tensors
-from pipeline.unlearn import unlearn
+from pipeline.unlearn import UnlearnConfig, unlearn
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("ray_cluster")]
 

@@ -1,5 +1,4 @@
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -9,7 +8,6 @@ import pytest
 from pipeline.datasets import read_dataset, read_store, select_forget, write_store
 from pipeline.datasets.readers import FASHION_MNIST_DIR, read_fashion_mnist
 from pipeline.datasets.split import Split
-from pipeline.datasets.store import split_to_table
 from pipeline.errors import UserError
 
 needs_fashion = pytest.mark.skipif(

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from pipeline import loop_state
-from pipeline.config import UnlearnConfig
 from pipeline.models import build_model
 from pipeline.ray.train import RayOptions, plan
-from pipeline.unlearn import LoopHooks, unlearn
+from pipeline.unlearn import LoopHooks, UnlearnConfig, unlearn
 
 
 def blobs(n=240, seed=0):

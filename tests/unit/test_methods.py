@@ -10,13 +10,13 @@ import copy
 import pytest
 import torch
 
-from pipeline.config import TrainConfig, UnlearnConfig
+from pipeline.config import TrainConfig
 from pipeline.errors import UserError
 from pipeline.methods import METHODS, build_method
 from pipeline.metrics import accuracy, predict_logits
 from pipeline.models import MLP
 from pipeline.train import fit
-from pipeline.unlearn import RetainStream, unlearn
+from pipeline.unlearn import RetainStream, UnlearnConfig, unlearn
 
 
 def blobs(n_per_class=60, seed=0):
@@ -98,7 +98,7 @@ def test_bad_method_configs_are_user_errors():
         build_method("magic")
     with pytest.raises(UserError, match="bad config"):
         build_method("lur", learning_rate=1)
-    with pytest.raises(UserError, match="gamma should be a number"):
+    with pytest.raises(UserError, match="gamma should be float"):
         build_method("l1_sparse", gamma="5e-05")
     with pytest.raises(UserError, match="order"):
         build_method("lur", order="third")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.nightly import NightlyConfig
+from pipeline.ops.nightly_config import NightlyConfig
 from pipeline.errors import UserError
 
 SHIPPED = Path(__file__).resolve().parents[2] / "pipeline/configs/nightly.yaml"

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from jobs.nightly import NightlyConfig
+from pipeline.ops.nightly_config import NightlyConfig
 from pipeline.config import TrainConfig, read_yaml
 from pipeline.errors import UserError
 from pipeline.ops.home import Home
@@ -53,10 +53,10 @@ def test_nightly_options_are_checked_after_the_flags_are_applied():
 
 
 @pytest.mark.parametrize("data,match", [
-    ({"epochs": 0}, "epochs and batch_size must be at least 1"),
+    ({"epochs": 0}, "epochs must be at least 1"),
     ({"arch": "bogus"}, "unknown architecture 'bogus'"),
     ({"lr": 0.0}, "lr must be positive"),
-    ({"weight_decay": -1.0}, "weight_decay not negative"),
+    ({"weight_decay": -1.0}, "weight_decay must not be negative"),
 ])
 def test_train_config_refuses_values_that_cannot_train(data, match):
     with pytest.raises(UserError, match=match):
