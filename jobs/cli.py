@@ -472,12 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--max-ta-drop", type=float, default=None, help="gate: " + describe(GateConfig, "max_ta_drop"))
     n.add_argument("--max-ra-drop", type=float, default=None, help="gate: " + describe(GateConfig, "max_ra_drop"))
     n.add_argument("--forget-margin", type=float, default=None, help="gate: " + describe(GateConfig, "forget_margin"))
-    n.add_argument("--retrain-after", type=int, default=None,
-                   help="retrain from scratch after this many unlearning rounds "
-                        f"(default: {RetrainPolicy.model_fields['after_rounds'].default})")
-    n.add_argument("--grace-days", type=float, default=None,
-                   help="days before weights still containing purged data are deleted "
-                        f"(default: {NightlyConfig.model_fields['grace_days'].default})")
+    n.add_argument("--retrain-after", type=int, default=None, help=describe(RetrainPolicy, "after_rounds"))
+    n.add_argument("--grace-days", type=float, default=None, help=describe(NightlyConfig, "grace_days"))
     add_ray_args(n)
     n.set_defaults(func=cmd_nightly)
 

@@ -40,12 +40,32 @@ def load_method_configs(path: Path) -> dict[str, Any]:
     return data
 
 
+SCENARIOS = ("random", "class", "nightly")
+ANCHORS = "loop"  # a section that only holds YAML anchors (`loop: &loop {...}`), merged into entries
+
+
 def load_run_configs(path: Path) -> tuple[dict[str, Any], TrainConfig]:
-    """A dataset's config file: the method sections and the typed `train` section."""
+    """A dataset's config file: the method sections and the typed `train` section.
+
+    The whole file is checked when it is read, every method entry of every scenario
+    included: a typo in a method nobody runs tonight is still a broken file."""
     configs = load_method_configs(path)
     if not isinstance(configs.get("train"), dict):
         raise UserError(f"{path}: missing the 'train' section")
-    return configs, TrainConfig.from_dict(configs["train"], f"{path}: train section")
+    unknown = sorted(k for k in configs if k not in ("train", ANCHORS, *SCENARIOS) and not str(k).startswith("_"))
+    if unknown:
+        raise UserError(f"{path}: unknown sections {unknown}; allowed: train, {', '.join(SCENARIOS)} "
+                        f"(and '{ANCHORS}' or _notes)")
+    train = TrainConfig.from_dict(configs["train"], f"{path}: train section")
+    for scenario in SCENARIOS:
+        section = configs.get(scenario)
+        if section is None:
+            continue
+        if not isinstance(section, dict) or not all(isinstance(v, dict) for v in section.values()):
+            raise UserError(f"{path}: section {scenario!r} must map method names to their settings")
+        for method in section:
+            _entry(section, method, 0, f"{path}: {scenario}.{method}")
+    return configs, train
 
 
 def scenario_of(forget_spec: str) -> str:

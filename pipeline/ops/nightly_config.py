@@ -1,7 +1,7 @@
 """The nightly batch's typed config: which method, the gates, when to retrain instead,
 how long old weights may stay. The one home of these defaults: `unlearn nightly --help`,
 `pipeline/configs/nightly.yaml` and its JSON Schema are generated from it
-(`python -m pipeline.configs.generate`).
+(`python -m jobs.schemas`, `make configs`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from pipeline.ops.gates import GateConfig
 class RetrainPolicy(ConfigModel):
     """Approximate unlearning drifts; an exact retrain resets it."""
 
-    after_rounds: int = Field(5, ge=0, description="full retrain on Ray after this many unlearning rounds ...")
-    above_forgotten_pct: float = Field(10.0, ge=0, description="... or once this share of the exact model's "
-                                                               "data is forgotten")
+    after_rounds: int = Field(5, ge=0, description="retrain from scratch on Ray after this many unlearning rounds "
+                                                      "since the last exact model")
+    above_forgotten_pct: float = Field(10.0, ge=0, description="or once this percentage of the exact "
+                                                               "model's train rows has been forgotten since")
 
 
 class NightlyConfig(ConfigModel):
@@ -28,8 +29,8 @@ class NightlyConfig(ConfigModel):
     seed: int = Field(0, ge=0, description="seed of the unlearning run and the evaluation")
     gates: GateConfig = Field(default_factory=GateConfig, description="quality and privacy gates")
     retrain: RetrainPolicy = Field(default_factory=RetrainPolicy, description="when to retrain from scratch")
-    grace_days: float = Field(7.0, ge=0, description="then weights of versions that still hold purged data are "
-                                                     "deleted")
+    grace_days: float = Field(7.0, ge=0, description="days after a purge before the weights of versions that "
+                                                     "still hold the purged data are deleted")
     serve_wait_s: float = Field(60.0, ge=0, description="how long to wait for serving to report the new version live")
     lock_stale_minutes: float = Field(30.0, gt=0, description="a lock without heartbeat this long belongs to a dead "
                                                               "machine")
