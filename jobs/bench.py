@@ -2,7 +2,11 @@
 
     unlearn bench --dataset fashion-mnist --forget random:0.1 --methods lur,finetune --seeds 0,1,2 --out out/fm-random
 
-Writes DIR/results.json (schema in DESIGN.md), DIR/report.md (a table) and plots:
+Writes DIR/results.json, DIR/report.md (a table) and plots. results.json:
+`{"dataset", "forget", "seeds", "original": {UA, RA, TA, MIA, gap}, "retrain": {UA, RA, TA, MIA,
+seconds, sample_grads}, "methods": {NAME: {UA, RA, TA, MIA, gap, seconds, time_ratio,
+grad_ratio, conflict, config, ...}}, ...}`; with several seeds each block holds the means
+plus "std" and "per_seed". Plots:
 DIR/metrics.png (each metric per method against retrain) and DIR/conflict.png
 (gradient-conflict curves). Original and retrain models are cached in
 $UNLEARN_HOME/models by config hash, so a second run only re-runs the methods.

@@ -2,7 +2,8 @@
 
 The distributed engine does not wrap the model in DDP: DDP syncs gradients only inside
 its own forward/backward, and LUR's lookahead runs the model through
-`torch.func.functional_call` on fast weights, outside that forward (FIELD-NOTES.md).
+`torch.func.functional_call` on fast weights, outside that forward, so DDP would
+leave the workers' weights apart without a word.
 Instead the loop averages every gradient explicitly after backward, one flat
 all-reduce per step, which is the same for every method. Float buffers (BatchNorm
 statistics) are averaged too, so all workers end every step with identical state.

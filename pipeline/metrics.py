@@ -1,4 +1,5 @@
-"""The field's unlearning metrics (DESIGN.md contract).
+"""The field's unlearning metrics, by the field's standard definitions (a contract:
+benchmarks, gates and audit records are compared with published numbers).
 
 - UA = 100 - accuracy on the forget set; RA = accuracy on retain; TA = accuracy on test.
 - MIA-Efficacy: an SVC (rbf, C=3, gamma="auto") learns the true-class softmax confidence

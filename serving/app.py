@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from sqlalchemy.exc import SQLAlchemyError
 
+from pipeline.ops.ledger import MAX_ID_LENGTH, MAX_IDS_PER_REQUEST, MAX_KEY_LENGTH, MAX_REASON_LENGTH
 from serving.predictor import BadInstances, Predictor, RejectedModel
 
 log = logging.getLogger("ray.serve")
@@ -57,10 +58,10 @@ async def _validation(_request: Request, exc: RequestValidationError) -> JSONRes
 
 class DeletionBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    subject_id: str | None = Field(default=None, min_length=1, max_length=256)
-    sample_ids: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
-    reason: str | None = Field(default=None, max_length=1000)
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=128)
+    subject_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_LENGTH)
+    sample_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_IDS_PER_REQUEST)
+    reason: str | None = Field(default=None, max_length=MAX_REASON_LENGTH)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY_LENGTH)
 
 
 def get_board():

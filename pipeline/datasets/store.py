@@ -1,4 +1,5 @@
-"""The sample store: plain Parquet that anyone with pyarrow can read (DESIGN.md contract).
+"""The sample store: plain Parquet that anyone with pyarrow can read (a contract: users
+write their data in it, and the nightly purges from it).
 
     sample_id: string (unique)   subject_id: string   label: int64   features: list<float32>
 
@@ -146,6 +147,22 @@ def snapshot_id(sample_ids) -> str:
     import hashlib
 
     return hashlib.sha256("\0".join(map(str, sample_ids)).encode()).hexdigest()[:16]
+
+
+class PurgeIncomplete(RuntimeError):
+    """The store still holds rows it was told to delete: nothing may be marked purged."""
+
+
+def verify_purged(directory: Path, sample_ids: set[str]) -> None:
+    """Read back the id columns and fail if any of `sample_ids` is still in the store.
+    A real check, not an `assert` (which `python -O` would drop)."""
+    value_set = pa.array(sorted(sample_ids), type=pa.string())
+    for name in ("train", "test"):
+        ids = pq.read_table(Path(directory) / f"{name}.parquet", columns=["sample_id"]).column("sample_id")
+        left = int(pc.sum(pc.is_in(ids.cast(pa.string()), value_set=value_set)).as_py() or 0)
+        if left:
+            raise PurgeIncomplete(f"{directory}/{name}.parquet still holds {left} of the {len(sample_ids)} samples "
+                                  f"it was told to delete; nothing was marked purged: re-run `unlearn nightly`")
 
 
 def purge_samples(directory: Path, sample_ids: set[str]) -> dict[str, int]:

@@ -9,7 +9,8 @@ then does backward, applies `grad_mask` if the method set one, and steps the
 optimizer. `progress` runs from 0 to 1 over the run, for methods with a schedule.
 `stats["sample_grads"]` counts the per-sample gradients the step computed: the cost
 the benchmark compares with retraining. `unlearning_loss` is the L_u that the
-gradient-conflict telemetry pairs with the retain CE (DESIGN.md).
+gradient-conflict telemetry pairs with the retain CE: cos(grad L_u, grad L_r) at the
+current weights, negative when forgetting and retaining pull apart.
 
 An oracle (retrain) replaces the whole loop instead: it defines `run(...)`.
 """

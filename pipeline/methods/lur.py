@@ -22,7 +22,7 @@ Options:
   reference re-implementation does. Off by default: measure before trusting it.
 
 The fast weights go through `torch.func.functional_call`, outside DDP's forward: the
-distributed loop must all-reduce gradients explicitly (see FIELD-NOTES.md).
+distributed loop must all-reduce gradients explicitly (`pipeline.collective`).
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ FORWARD = {"pending": ("applied", "rejected"), "applied": ("served",), "served":
 MAX_IDS_PER_REQUEST = 10_000  # a larger deletion is a data-retention job, not a request; say so
 MAX_ID_LENGTH = 256
 MAX_REASON_LENGTH = 1000
+MAX_KEY_LENGTH = 128  # idempotency keys
 
 
 def now() -> datetime:
@@ -59,7 +60,7 @@ class Base(DeclarativeBase):
 class Request(Base):
     __tablename__ = "requests"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), unique=True)
     subject_id: Mapped[str | None] = mapped_column(String(MAX_ID_LENGTH))
     sample_ids: Mapped[list | None] = mapped_column(JSON)
     reason: Mapped[str | None] = mapped_column(Text)
@@ -175,8 +176,8 @@ def validate_request(subject_id: Any = None, sample_ids: Any = None, reason: Any
             raise UserError(f"reason is {len(reason)} characters; at most {MAX_REASON_LENGTH}")
     if idempotency_key is not None:
         _check_id(idempotency_key, "idempotency key")
-        if len(idempotency_key) > 128:
-            raise UserError("idempotency key is longer than 128 characters")
+        if len(idempotency_key) > MAX_KEY_LENGTH:
+            raise UserError(f"idempotency key is longer than {MAX_KEY_LENGTH} characters")
     return subject_id, sample_ids, reason
 
 

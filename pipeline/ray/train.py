@@ -207,7 +207,8 @@ def _fit_trainer(fn, config: dict[str, Any], datasets: dict[str, Any], split: li
 
 def _connect_for(opts: RayOptions) -> None:
     # A local Ray advertises at least the workers' CPUs plus two: Ray Data's read tasks
-    # need a CPU the workers do not hold, or the run waits forever (FIELD-NOTES.md).
+    # need a CPU the workers do not hold, or the run waits forever (measured: `ray.init(num_cpus=2)`
+    # with two one-CPU workers hangs).
     need = math.ceil(opts.workers * opts.cpus_per_worker)
     connect(opts.address, num_cpus=max(os.cpu_count() or 1, need + 2))
     check_resources(opts)

@@ -2,7 +2,7 @@
 
 Logical CPUs are over-subscribed (4 on a 2-core machine): two one-CPU Train workers
 plus the Train controller would otherwise leave Ray Data no CPU for its read tasks,
-and the run would wait forever (FIELD-NOTES.md).
+and the run would wait forever (seen with num_cpus=2).
 """
 
 import os

@@ -93,7 +93,7 @@ def test_three_nights_in_a_row_with_lineage(deployment):
     assert top >= {"model", "lineage.json", "evaluation.json", "model_card.md"}
 
 
-def test_failed_gate_leaves_the_champion_and_requests_alone(deployment):
+def test_failed_gate_leaves_the_champion_and_requests_alone(deployment, monkeypatch, capsys):
     home, ledger, registry = deployment
     champion, n_versions = registry.champion(), len(registry.versions())
     req, _ = ledger.add(subject_id=subject(200))
@@ -108,25 +108,47 @@ def test_failed_gate_leaves_the_champion_and_requests_alone(deployment):
     assert store_ids(home) == before  # nothing purged
     run = registry.client.get_run(out["run_id"])
     assert run.info.status == "FAILED" and run.data.metrics["gate_ta_drop"] > -50
-    # the CLI says so with its own exit code
     assert ledger.open_batch() is None
+    # the CLI says so with its own exit code, and the second try changes nothing either
+    monkeypatch.setenv("UNLEARN_HOME", str(home.root))
+    assert cli.main(["nightly", "--max-ta-drop", "-50"]) == 3
+    assert "gate failed" in capsys.readouterr().out
+    assert registry.champion() == champion and len(registry.versions()) == n_versions
+    assert ledger.get(req["request_id"])["status"] == "pending" and store_ids(home) == before
+
+
+def a_served_night(home, ledger, registry):
+    """Make sure the champion's parent still holds a purged request (run a night if the
+    tests before did not), so the rollback test does not depend on their order."""
+    from jobs.versions import contained_purged
+
+    parent = registry.tags(registry.champion()).parent_version
+    if parent is None or not contained_purged(registry, ledger, parent):
+        req, _ = ledger.add(subject_id=subject(400))
+        assert run_nightly(home, NightlyConfig(), RayOptions(), log=lambda *a: None)["state"] == "done"
 
 
 def test_rollback_refuses_versions_with_purged_data_and_grace_deletes_them(deployment, monkeypatch, capsys):
+    from jobs.versions import contained_purged, housekeeping
+
     home, ledger, registry = deployment
+    a_served_night(home, ledger, registry)
     monkeypatch.setenv("UNLEARN_HOME", str(home.root))
     champion = registry.champion()
     assert cli.main(["rollback"]) == 2  # the parent still holds the last night's purged requests
     assert "contains the data of" in capsys.readouterr().err
     assert registry.champion() == champion
+    held_by_v1 = len(contained_purged(registry, ledger, 1))
+    assert held_by_v1 >= 1
     assert cli.main(["rollback", "--to", "1", "--force"]) == 0
     assert registry.champion() == 1
     forced = [e for e in ledger.events() if e["event"] == "served_again_by_forced_rollback"]
-    assert len(forced) == 6  # one per purged request, in its audit trail
+    assert len(forced) == held_by_v1  # one per purged request, in its audit trail
     assert cli.main(["rollback", "--to", str(champion)]) == 0  # it excludes everything: allowed
-    from jobs.versions import housekeeping
-
-    assert housekeeping(ledger, registry, grace_days=0, log=lambda *a: None) == [1, 2, 3]
+    holding = [v["version"] for v in registry.versions() if v["version"] != champion
+               and not v["tags"].get("weights_deleted_at") and contained_purged(registry, ledger, v["version"])]
+    assert 1 in holding
+    assert housekeeping(ledger, registry, grace_days=0, log=lambda *a: None) == holding
     assert registry.load(champion)
     with pytest.raises(Exception, match="deleted"):
         registry.load(1)

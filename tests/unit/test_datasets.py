@@ -179,3 +179,16 @@ def test_purge_removes_rows_atomically_and_is_idempotent(tmp_path):
     assert snapshot_id(tr.sample_ids) != before
     assert purge_samples(tmp_path, gone) == {"train": 0, "test": 0}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test.parquet", "train.parquet"]  # no temp left behind
+
+
+def test_verify_purged_is_a_real_check(tmp_path):
+    """The nightly's check after a purge: an error that `python -O` keeps."""
+    from pipeline.datasets.store import PurgeIncomplete, purge_samples, verify_purged
+
+    train, test = read_dataset("digits")
+    write_store(tmp_path, train, test)
+    gone = {train.sample_ids[3], test.sample_ids[2]}
+    with pytest.raises(PurgeIncomplete, match="still holds 1 of the 2"):
+        verify_purged(tmp_path, gone)
+    purge_samples(tmp_path, gone)
+    verify_purged(tmp_path, gone)
