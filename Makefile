@@ -8,7 +8,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: venv test demo demo-bench bench-fashion tune-fashion bench-ray-overhead bench-ray-workers gpu-check clean
+.PHONY: venv test test-fast configs demo demo-bench bench-fashion tune-fashion bench-ray-overhead bench-ray-workers gpu-check clean
 
 venv: $(VENV)/.installed
 
@@ -19,8 +19,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# Everything: unit, integration (one shared local Ray), end to end. CI runs this.
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
+
+# The inner loop: unit tests (no Ray), every CLI user error in-process, the layer and
+# config checks. Under a minute here.
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not integration and not e2e and not slow"
+
+# The JSON Schemas of the YAML configs and pipeline/configs/nightly.yaml, regenerated
+# from the pydantic models (their one home). The unit tests fail while one is stale.
+configs: venv
+	$(BIN)/python -m jobs.schemas
 
 # The whole story: init, serve, deletions over HTTP, nightly, swap, purge (Fashion-MNIST
 # when installed, else digits). DEMO_ARGS=--dataset digits for the fastest.

@@ -17,6 +17,7 @@ def raylets() -> int:
     return len(out.split())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_demo_changes_the_served_version_purges_and_leaves_nothing_running(tmp_path):
     with socket.socket() as s:

@@ -52,6 +52,7 @@ def assert_night_consistent(home, ledger, registry, request_ids, forgotten):
         assert s.get(Lock, "nightly") is None
 
 
+@pytest.mark.slow
 def test_three_nights_in_a_row_with_lineage(deployment):
     home, ledger, registry = deployment
     train, _ = read_store(home.root / "datasets" / "digits")
@@ -157,6 +158,7 @@ def test_rollback_refuses_versions_with_purged_data_and_grace_deletes_them(deplo
     assert "weights deleted" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["resolve", "unlearn", "evaluate", "gate", "register", "purge"])
 def test_a_crash_after_each_stage_recovers_on_rerun(deployment, stage):
     import ray

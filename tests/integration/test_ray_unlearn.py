@@ -80,6 +80,7 @@ def test_large_forget_set_is_sharded_without_losing_rows(digits_home, tmp_path):
     assert max_diff(unlearned, model) > 1e-3
 
 
+@pytest.mark.slow
 def test_a_killed_worker_resumes_from_its_checkpoint(digits_home, tmp_path):
     model, card, forget, retain, ids = problem(digits_home, "random:0.2")
     cfg = UnlearnConfig(method="lur", method_kwargs={"order": "first"}, epochs=3, lr=0.01, forget_batch=32,
@@ -98,6 +99,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint(digits_home, tmp_path):
     assert len(hurt_summary["conflict"]) == len(clean_summary["conflict"])
 
 
+@pytest.mark.slow
 def test_bench_with_the_ray_engine_matches_the_local_engine(digits_home, tmp_path):
     """`bench --engine ray` on 2 workers forgets what the local loop forgets.
 

@@ -191,6 +191,7 @@ def test_hot_swap_follows_the_alias_and_refuses_a_broken_version(served):
     assert all(h["status"] == "ok" for h in healths), healths
 
 
+@pytest.mark.slow
 def test_a_user_deletes_over_http_and_the_nightly_serves_it(served):
     import ray
 
