@@ -1,5 +1,12 @@
-"""The unlearning core: data, models, methods, metrics and the plain-PyTorch loop.
+"""Unlearning: a pure PyTorch core at the top of this package, and two walled wings.
 
-Nothing in this package imports Ray or MLflow except the trainer glue added with the
-distributed engine; methods, metrics and models are unit-testable in milliseconds.
+    the core     methods/, unlearn.py (the loop), train.py, metrics.py, models.py,
+                 loop_state.py, collective.py, config.py, configs/, datasets/, problem.py
+    ray/         the Ray wing: Ray Data, Ray Train, cluster connection
+    ops/         the operations wing: home, ledger (SQLAlchemy), registry (MLflow),
+                 lineage, gates, the nightly's config
+
+The core imports no Ray, MLflow, SQLAlchemy or web framework (not even inside a
+function) and neither wing; the wings do not import each other. tests/unit/test_layers.py
+holds the code to this. docs/internals.md has the map, a few lines per room.
 """
