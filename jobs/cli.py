@@ -254,8 +254,8 @@ def cmd_request_list(args: argparse.Namespace) -> int:
 
 def cmd_nightly(args: argparse.Namespace) -> int:
     from jobs.nightly import run_nightly
-    from pipeline.ops.nightly_config import NightlyConfig
     from pipeline.config import read_yaml
+    from pipeline.ops.nightly_config import NightlyConfig
 
     data: dict = {}
     if args.config is not None:

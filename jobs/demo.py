@@ -70,9 +70,9 @@ def run_demo(root: Path, dataset: str | None, people: int, workers: int, port: i
 
     from jobs.init import run_init
     from jobs.nightly import run_nightly
-    from pipeline.ops.nightly_config import NightlyConfig
     from jobs.serve import start_app
     from pipeline.datasets.store import read_store
+    from pipeline.ops.nightly_config import NightlyConfig
     from pipeline.ray.train import RayOptions
     from serving.token import resolve_token
 

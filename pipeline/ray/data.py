@@ -38,10 +38,19 @@ def forget_retain(store: str, forget_ids: list[str], pad_to_multiple: int = 1):
     ds = ray.data.read_parquet(_path(store, "train"))
     forget = ds.map_batches(keep(True), batch_format="pyarrow", batch_size=None)
     retain = ds.map_batches(keep(False), batch_format="pyarrow", batch_size=None)
-    pad = (-len(ids)) % pad_to_multiple
-    if pad:
-        forget = forget.union(forget.limit(pad))
-    return forget, retain
+    return pad_to_multiple_of(forget, len(ids), pad_to_multiple), retain
+
+
+def pad_to_multiple_of(ds, rows: int, n: int):
+    """`ds` (of `rows` rows) with its first `(-rows) % n` rows appended again.
+
+    Ray Train's equal split hands every worker `rows // n` rows and silently drops the
+    rest. A dropped forget row is a deletion never carried out; a dropped train row makes
+    a model trained on less than its card says. So the split gets a multiple of N: at most
+    N - 1 rows are seen twice an epoch (for 1438 rows on 3 workers, 2 rows, 0.14 %), the
+    documented cost of splitting, and none is lost."""
+    pad = (-rows) % n
+    return ds.union(ds.limit(pad)) if pad else ds
 
 
 def shard_to_tensors(shard, shape: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:

@@ -8,6 +8,8 @@ epoch, resume after a lost worker, and the final model back to the driver.
 
 Data layout per worker, for a global forget batch Bf and retain batch Br:
 - retain: always sharded (Ray Train's equal split); each worker draws Br / N per step.
+  The split leaves out up to N - 1 retain rows (kept data, not a deletion); training
+  (`train_on_ray`) pads its table instead, so a trained model saw every row.
 - forget: replicated to every worker when it has fewer than N x Bf rows (sharding it
   would leave workers less than one batch an epoch, or none: 3 samples on 8 workers);
   then every worker uses the same Bf forget rows per step (same seed, same order). At
@@ -266,13 +268,16 @@ def fit_loop_per_worker(config: dict[str, Any]) -> None:
     model.to(device)
     x, y, _ = shard_to_tensors(ray.train.get_dataset_shard("train"), shape, device)
     rows = round(collective.scalar_sum(len(y), device))
-    if rows != config["rows"] or len(y) == 0:
-        raise RuntimeError(f"train rows lost in sharding: {rows} of {config['rows']} (worker {rank} has {len(y)})")
+    expected = config["rows"] + config.get("padded_rows", 0)
+    if rows != expected or len(y) == 0:
+        raise RuntimeError(f"train rows lost in sharding: {rows} of {expected} (worker {rank} has {len(y)})")
+    rows = config["rows"]  # the steps an epoch are those of the unpadded table, as on one worker
     steps = math.ceil(rows / cfg.batch_size)
     cost = fit(model, x, y, cfg, desc=f"train[{rank}]", steps_per_epoch=steps if world > 1 else None,
                batch_size=cfg.batch_size // world, after_backward=collective.sync_step if world > 1 else None)
     summary = {**cost, "sample_grads": collective.scalar_sum(cost["sample_grads"], device), "workers": world,
-               "rows": rows, "weight_divergence": collective.max_weight_divergence(model)}
+               "rows": rows, "padded_rows": config.get("padded_rows", 0),
+               "weight_divergence": collective.max_weight_divergence(model)}
     if rank == 0:
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(Path(d) / "model", model, card)
@@ -286,9 +291,11 @@ def train_on_ray(card: dict[str, Any], store: str, exclude_ids: list[str], train
                  rows: int) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train a fresh model of `card` on the store's train rows minus `exclude_ids`.
 
-    `rows` is the number of rows that must arrive (checked on the workers). No mid-run
-    checkpoints: a lost worker restarts training from the beginning."""
-    from pipeline.ray.data import forget_retain
+    `rows` is the number of rows that must arrive (checked on the workers). On N workers
+    the table is padded to a multiple of N (`pipeline.ray.data.pad_to_multiple_of`): no
+    row is dropped, at most N - 1 are drawn twice an epoch. No mid-run checkpoints: a
+    lost worker restarts training from the beginning."""
+    from pipeline.ray.data import forget_retain, pad_to_multiple_of
 
     if train_cfg.batch_size < opts.workers:
         raise UserError(f"batch_size {train_cfg.batch_size} is smaller than --workers {opts.workers}")
@@ -297,8 +304,10 @@ def train_on_ray(card: dict[str, Any], store: str, exclude_ids: list[str], train
     _, retain_ds = forget_retain(store, exclude_ids)
     storage = Path(opts.storage_path or Path(home) / "ray_results").resolve()
     name = opts.name or f"train-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    config = {"card": card, "train": train_cfg.to_dict(), "rows": rows}
-    model, summary = _fit_trainer(fit_loop_per_worker, config, {"train": retain_ds}, ["train"], opts, storage, name)
+    padded = (-rows) % opts.workers
+    config = {"card": card, "train": train_cfg.to_dict(), "rows": rows, "padded_rows": padded}
+    train_ds = pad_to_multiple_of(retain_ds, rows, opts.workers)
+    model, summary = _fit_trainer(fit_loop_per_worker, config, {"train": train_ds}, ["train"], opts, storage, name)
     summary["wall_seconds"] = time.perf_counter() - wall
     return model, summary
 

@@ -10,8 +10,8 @@ import pytest
 
 from jobs import cli
 from jobs.nightly import run_nightly
-from pipeline.ops.nightly_config import NightlyConfig
 from pipeline.datasets.store import read_store
+from pipeline.ops.nightly_config import NightlyConfig
 from pipeline.ray.train import RayOptions
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,14 @@ import yaml
 
 from jobs.schemas import generated
 from jobs.tune import grid_points
-from pipeline.configs import (CONFIG_DIR, SCHEMA_DIR, load_method_configs, load_run_configs, method_config,
-                              nightly_method_config)
+from pipeline.configs import (
+    CONFIG_DIR,
+    SCHEMA_DIR,
+    load_method_configs,
+    load_run_configs,
+    method_config,
+    nightly_method_config,
+)
 from pipeline.errors import UserError
 from pipeline.ops.nightly_config import NightlyConfig
 

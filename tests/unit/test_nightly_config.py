@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.ops.nightly_config import NightlyConfig
 from pipeline.errors import UserError
+from pipeline.ops.nightly_config import NightlyConfig
 
 SHIPPED = Path(__file__).resolve().parents[2] / "pipeline/configs/nightly.yaml"
 

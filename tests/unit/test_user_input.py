@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from pipeline.ops.nightly_config import NightlyConfig
 from pipeline.config import TrainConfig, read_yaml
 from pipeline.errors import UserError
 from pipeline.ops.home import Home
+from pipeline.ops.nightly_config import NightlyConfig
 from pipeline.ray.cluster import check_reachable
 
 
