@@ -20,6 +20,9 @@ from pathlib import Path
 
 from pipeline.errors import UserError
 
+EXIT_GATE_FAILED = 3  # `unlearn nightly`: the gates refused the batch; the champion stays
+EXIT_UNCONFIRMED = 4  # `unlearn nightly`: registered, but serving did not confirm it; nothing purged
+
 
 def home() -> Path:
     from pipeline.ops.home import Home
@@ -275,7 +278,9 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         cfg.grace_days = args.grace_days
     cfg.validate("the nightly's options")  # before the lock or the batch: a mistake changes nothing
     out = run_nightly(deployment(), cfg, ray_options(args))
-    return 3 if out.get("state") == "failed" else 0
+    if out.get("state") == "failed":
+        return EXIT_GATE_FAILED
+    return EXIT_UNCONFIRMED if out.get("unconfirmed") else 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -464,7 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="One batch: lock, resolve pending requests, unlearn from the champion on Ray, "
                                    "evaluate against the parent, gate, register in MLflow and move the champion, "
                                    "purge the samples, write audit records. Safe to re-run after a crash. "
-                                   "Exit code 3 when a gate fails.")
+                                   "Exit code 3 when a gate fails; 4 when serving did not confirm the new "
+                                   "version on every replica within serve_wait_s (nothing purged; re-run once "
+                                   "serving is healthy).")
     n.add_argument("--method", default=None, help="unlearning method (default: the --config file's, else "
                                                    f"{NightlyConfig.model_fields['method'].default})")
     n.add_argument("--config", default=None, help="nightly YAML: method, gates, retrain policy, grace_days (default: the built-in defaults, "

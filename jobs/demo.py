@@ -70,7 +70,7 @@ def run_demo(root: Path, dataset: str | None, people: int, workers: int, port: i
 
     from jobs.init import run_init
     from jobs.nightly import run_nightly
-    from jobs.serve import start_app
+    from jobs.serve import start_app, write_serving_info
     from pipeline.datasets.store import read_store
     from pipeline.ops.nightly_config import NightlyConfig
     from pipeline.ray.train import RayOptions
@@ -99,7 +99,7 @@ def run_demo(root: Path, dataset: str | None, people: int, workers: int, port: i
         log(f"2/5 unlearn serve: Ray Serve on 127.0.0.1:{port}, 1 replica")
         url = start_app(home, "127.0.0.1", port, replicas=1, poll_s=1.0, max_batch_size=32,
                         log=lambda m: log("    " + m))
-        (home.root / "serving.json").write_text(json.dumps({"url": url, "pid": 0}))
+        write_serving_info(home, url)
         times["serve"] = time.perf_counter() - t
         token = resolve_token(home.root)
         train, test = read_store(home.store())

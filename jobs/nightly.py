@@ -12,8 +12,9 @@ table when it is done, so a night killed at any point resumes where it stopped:
     gated       passed the gates (a failure ends the batch: nothing registered,
                 requests back to pending with the reason)
     registered  MLflow version with lineage, `champion` moved, requests applied
-    purged      serving reported the version live (or nothing serves); samples purged
-                from the store; requests served -> purged
+    purged      serving confirmed the version on every replica, or it is proven that
+                nothing serves (`jobs.served`); samples purged; requests served -> purged.
+                Unconfirmed: nothing purged, the batch stays `registered`, exit code 4
     done        audit records written, old weights past their grace period deleted
 
 The stage outputs that are not in the ledger (resolved ids, unlearned weights,
@@ -39,6 +40,7 @@ import numpy as np
 
 from jobs.nightly_mlflow import log_run, register_batch
 from jobs.nightly_report import evaluate_batch
+from jobs.served import wait_until_served
 from jobs.versions import housekeeping
 from pipeline.artifacts import write_json
 from pipeline.config import TrainConfig
@@ -185,11 +187,14 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log) -> dic
 
     version = batch["version"]
     if batch["state"] == "registered":
-        how = wait_until_served(home, version, cfg.serve_wait_s, log)
-        if how is None:
-            log(f"serving has not reported v{version} live yet; re-run `unlearn nightly` to purge once it does")
-            return {"batch": bid, "state": "registered", "version": version}
-        ledger.mark_served(resolved, version, bid, how)
+        verdict = wait_until_served(home, version, cfg.serve_wait_s, log, ray_opts.address)
+        if verdict.outcome is None:  # fail closed: nothing is purged on anything short of proof
+            log(f"not purging: serving has not confirmed v{version} on every replica ({verdict.why}). "
+                f"The requests stay applied; re-run `unlearn nightly` once serving is healthy")
+            ledger.note("serving_unconfirmed", {"version": version, "why": verdict.why}, batch_id=bid)
+            return {"batch": bid, "state": "registered", "version": version, "unconfirmed": verdict.why}
+        log(f"v{version}: {verdict.outcome} ({verdict.why})")
+        ledger.mark_served(resolved, version, bid, verdict.outcome)
         gone = set(forget_ids) | {s for ids in resolved_doc["test_ids"].values() for s in ids}
         removed = purge_samples(store, gone)
         verify_purged(store, gone)  # before a single request is marked purged
@@ -286,36 +291,3 @@ def _unlearn(home, state, registry, parent, store, forget_ids, cfg, ray_opts, wo
         shutil.rmtree(work / "model", ignore_errors=True)
         os.replace(Path(d) / "model", work / "model")
     return summary
-
-
-def wait_until_served(home: Home, version: int, timeout_s: float, log) -> str | None:
-    """How the new version went live: "nothing serving" when no server is registered in
-    $UNLEARN_HOME/serving.json, "served" once its /model reports `version`, None on timeout."""
-    import urllib.error
-    import urllib.request
-
-    path = home.root / "serving.json"
-    if not path.exists():
-        return "nothing serving"
-    url = json.loads(path.read_text()).get("url", "").rstrip("/")
-    try:  # tell the replicas now rather than at their next poll of the alias
-        from serving.token import resolve_token
-
-        req = urllib.request.Request(f"{url}/model/refresh", method="POST",
-                                     headers={"Authorization": f"Bearer {resolve_token(home.root)}"})
-        urllib.request.urlopen(req, timeout=5).close()
-    except (urllib.error.URLError, OSError, UserError):
-        pass  # the replicas' own polling is the safety net
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/model", timeout=5) as r:
-                live = json.loads(r.read())
-            if str(live.get("version")) == str(version) and live.get("all_replicas", True):
-                return "served"
-        except (urllib.error.URLError, OSError, ValueError):
-            log(f"serving at {url} did not answer; treating it as not serving")
-            return "nothing serving"
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(1.0)

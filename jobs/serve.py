@@ -4,8 +4,9 @@
     unlearn serve --detach             # in the background; prints the URL and returns
     unlearn serve --stop               # stops the background server of this $UNLEARN_HOME
 
-While it runs, `$UNLEARN_HOME/serving.json` names its URL and pid: the nightly batch reads
-it to wait until every replica serves the new version before purging.
+While it runs, `$UNLEARN_HOME/serving.json` names its URL, pid and host: the nightly batch
+reads it to wait until every replica serves the new version before purging
+(`jobs.served`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ def get_json(url: str, timeout: float = 5.0) -> dict[str, Any]:
 def serving_info(home: Home) -> dict[str, Any] | None:
     path = home.root / SERVING_FILE
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_serving_info(home: Home, url: str, pid: int | None = None) -> None:
+    """Name the running server in `$UNLEARN_HOME/serving.json`: URL, pid and host. The host
+    lets the nightly prove a server dead (same host, pid gone) instead of guessing."""
+    from pipeline.artifacts import write_json
+
+    write_json(home.root / SERVING_FILE, {"url": url, "pid": os.getpid() if pid is None else pid,
+                                          "host": socket.gethostname(),
+                                          "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
 def start_app(home: Home, host: str, port: int, replicas: int, poll_s: float, max_batch_size: int,
@@ -92,7 +103,7 @@ def run_serve(home: Home, host: str, port: int, replicas: int, poll_s: float, ma
 
     url = start_app(home, host, port, replicas, poll_s, max_batch_size, address, log, autoscaling)
     path = home.root / SERVING_FILE
-    path.write_text(json.dumps({"url": url, "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ")}))
+    write_serving_info(home, url)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -11,9 +11,9 @@
 Hot swap: every replica polls the MLflow `champion` alias (and is told at once through
 /model/refresh); a new version is loaded and validated in a background thread, then
 swapped by one reference. A version that fails is never served; /healthz and the logs
-say why. Each replica reports what it serves to a small named actor (the board), so
-/model can tell when *every* replica serves the new version: the nightly batch purges
-only then.
+say why. Each replica reports what it serves to a small named actor (`serving.board`),
+so /model can tell when *every* replica Serve runs serves the new version: the nightly
+batch purges only then.
 """
 
 
@@ -22,7 +22,6 @@ import hmac
 import json
 import logging
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -34,14 +33,12 @@ from ray import serve
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.ops.ledger import MAX_ID_LENGTH, MAX_IDS_PER_REQUEST, MAX_KEY_LENGTH, MAX_REASON_LENGTH
+from serving.board import every_replica_serves, get_board, known_replicas
 from serving.predictor import BadInstances, Predictor, RejectedModel
 
 log = logging.getLogger("ray.serve")
 MAX_BODY_BYTES = 8 * 1024 * 1024  # 1024 instances x 784 floats as JSON is ~6 MB
 MAX_DELETION_BODY_BYTES = 1024 * 1024
-BOARD = "unlearn-serving-board"
-NAMESPACE = "unlearn"
-STALE_REPLICA_S = 6.0
 
 api = FastAPI(title="ray-unlearn", description="Predictions from the champion model, and deletion intake.")
 
@@ -64,26 +61,6 @@ class DeletionBody(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY_LENGTH)
 
 
-def get_board():
-    """The named actor where replicas report the version they serve (created once)."""
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class Board:
-        def __init__(self):
-            self.replicas: dict[str, tuple[str | None, float, str | None]] = {}
-
-        def report(self, replica: str, version: str | None, error: str | None) -> None:
-            self.replicas[replica] = (version, time.time(), error)
-
-        def live(self) -> dict[str, dict[str, Any]]:
-            now = time.time()
-            return {r: {"version": v, "error": e} for r, (v, t, e) in self.replicas.items()
-                    if now - t < STALE_REPLICA_S}
-
-    return Board.options(name=BOARD, namespace=NAMESPACE, get_if_exists=True, lifetime="detached").remote()
-
-
 def _read_json(raw: bytes, limit: int) -> Any:
     if len(raw) > limit:
         raise ValueError(f"body is {len(raw)} bytes; at most {limit}")
@@ -101,7 +78,10 @@ class ModelServer:
         from pipeline.ops.registry import Registry
 
         self.settings = settings
-        self.replica = uuid.uuid4().hex[:8]
+        try:  # Serve's own id for this replica: the board is checked against Serve's list of them
+            self.replica = serve.get_replica_context().replica_id.unique_id
+        except Exception:  # constructed outside Serve (a unit test)
+            self.replica = uuid.uuid4().hex[:8]
         self.registry = Registry(settings["tracking_uri"], settings["model_name"], settings["artifacts"])
         self.ledger = Ledger(settings["ledger_url"])
         self.token_sha256 = settings["token_sha256"]
@@ -187,19 +167,22 @@ class ModelServer:
     def model(self):
         import ray
 
+        known = known_replicas()  # Serve's list: a replica still loading counts and has not reported
         try:
-            live = ray.get(self.board.live.remote(), timeout=10)
-        except Exception:  # the board is gone (e.g. restarting): answer without it
-            live = {}
+            entries = ray.get(self.board.entries.remote(), timeout=10)
+            if known:
+                self.board.keep_only.remote(known)
+        except Exception:  # the board is gone (e.g. restarting): nobody confirmed anything
+            entries = {}
         try:
             champion = self.registry.champion()
         except Exception:
             champion = None
-        versions = {r["version"] for r in live.values()}
+        reports = {r: e["version"] for r, e in entries.items()}
         return {"name": self.settings["model_name"], "version": self.predictor.version, "alias": "champion",
                 **self.info, "champion": str(champion) if champion is not None else None,
-                "replicas": {r: v["version"] for r, v in live.items()},
-                "all_replicas": bool(live) and versions == {self.predictor.version}}
+                "replicas": {r: reports.get(r) for r in known or []}, "replicas_known": known is not None,
+                "all_replicas": every_replica_serves(known, reports, self.predictor.version)}
 
     # ---- deletion intake -----------------------------------------------------------------
 

@@ -36,5 +36,15 @@ def resolve_token(home: Path) -> str:
     return token
 
 
+def existing_token(home: Path) -> str | None:
+    """The token if one is set (`$UNLEARN_TOKEN`) or was created (the file); never creates one.
+
+    For callers that only *use* the token (the nightly's refresh call): minting a new file
+    there would leave the running server with the old hash and every call a silent 401."""
+    if os.environ.get("UNLEARN_TOKEN") is not None or (Path(home) / TOKEN_FILE).exists():
+        return resolve_token(home)
+    return None
+
+
 def token_sha256(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()

@@ -273,3 +273,35 @@ def test_versions_as_text_and_json_agree_with_the_registry(deployment):
     known = {r["version"] for r in records}
     assert all(r["parent_version"] in known for r in records if r["method"] != "train")
     assert len(as_text.stdout.strip().splitlines()) == len(records) + 1  # a header and a row per version
+
+
+def test_serving_in_trouble_purges_nothing_and_a_rerun_finishes(deployment, monkeypatch, capsys, tmp_path,
+                                                                 fake_serving):
+    """serving.json names a server that answers 503 (replicas restarting): the new version is
+    registered, but nothing is purged, the requests stay applied and the CLI exits 4; the
+    same holds on a rerun; once serving confirms the version, a rerun finishes the batch."""
+    from jobs.serve import write_serving_info
+
+    home, ledger, registry = deployment
+    forgotten = {f"digits-train-{960 + i:06d}" for i in range(3)}
+    req, _ = ledger.add(sample_ids=sorted(forgotten))
+    before, champion = store_ids(home), registry.champion()
+    config = tmp_path / "nightly.yaml"
+    config.write_text("serve_wait_s: 1\n")
+    fake_serving.status, fake_serving.body = 503, {"error": "replicas restarting"}
+    write_serving_info(home, fake_serving.url)
+    monkeypatch.setenv("UNLEARN_HOME", str(home.root))
+    try:
+        for _ in range(2):  # the first night, then a rerun while serving is still in trouble
+            assert cli.main(["nightly", "--config", str(config)]) == 4
+            assert "not purging" in capsys.readouterr().out
+            assert registry.champion() == champion + 1
+            assert ledger.get(req["request_id"])["status"] == "applied"
+            assert store_ids(home) == before and ledger.open_batch()["state"] == "registered"
+        fake_serving.status, fake_serving.body = 200, {"version": str(champion + 1), "all_replicas": True}
+        assert cli.main(["nightly", "--config", str(config)]) == 0
+    finally:
+        (home.root / "serving.json").unlink(missing_ok=True)
+    assert_night_consistent(home, ledger, registry, [req["request_id"]], forgotten)
+    events = [e["event"] for e in ledger.events(batch_id=ledger.get(req["request_id"])["batch_id"])]
+    assert events.count("serving_unconfirmed") == 2

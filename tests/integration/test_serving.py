@@ -40,13 +40,13 @@ def call(method, path, body=None, token=None, raw=None, headers=None):
 def served(deployment):
     from ray import serve
 
-    from jobs.serve import start_app
+    from jobs.serve import start_app, write_serving_info
     from serving.token import resolve_token
 
     home, ledger, registry = deployment
     token = resolve_token(home.root)
     start_app(home, "127.0.0.1", PORT, replicas=2, poll_s=0.5, max_batch_size=16, log=lambda *a: None)
-    (home.root / "serving.json").write_text(json.dumps({"url": URL, "pid": os.getpid()}))
+    write_serving_info(home, URL)
     yield home, ledger, registry, token
     (home.root / "serving.json").unlink(missing_ok=True)
     serve.shutdown()
@@ -160,6 +160,18 @@ def test_hot_swap_follows_the_alias_and_refuses_a_broken_version(served):
     good = registry.register(run, model, card, lineage)
     registry.set_champion(good)
     assert wait_all_replicas(good) < 10
+    # "every replica" means Serve's own replica list: /model and a driver on the cluster agree
+    # on it, and a board entry of a replica Serve no longer runs counts for nothing
+    from serving.board import every_replica_serves, get_board, known_replicas, replica_versions
+
+    known = known_replicas()
+    assert len(known) == 2 and sorted(call("GET", "/model")[1]["replicas"]) == known
+    get_board().report.remote("a-replica-serve-stopped", str(champion), None)
+    m = call("GET", "/model")[1]
+    assert m["all_replicas"] and "a-replica-serve-stopped" not in m["replicas"]
+    rv = replica_versions()
+    assert every_replica_serves(rv["known"], rv["reports"], str(good))
+    assert not every_replica_serves(rv["known"] + ["a-replica-still-loading"], rv["reports"], str(good))
     x, _ = digits_instances(home, 4)
     assert call("POST", "/predict", {"instances": x})[1]["model_version"] == str(good)
     # a broken version (NaN weights) is never served; /healthz says why
