@@ -100,3 +100,81 @@ def fake_serving():
     f = FakeServing()
     yield f
     f.close()
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL server on a Unix socket (no TCP), trust auth, for one session."""
+
+    def __init__(self, bindir: Path):
+        import shutil
+        import socket
+        import subprocess
+        import tempfile
+
+        self.bindir, self._subprocess, self._shutil = bindir, subprocess, shutil
+        # Not under pytest's tmp dirs: those are 0700 to root, and the server runs as postgres.
+        self.base = Path(tempfile.mkdtemp(prefix="unlearn-pg-"))
+        self.data, self.sock = self.base / "data", self.base / "sock"
+        self.sock.mkdir()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.run_as = []
+        if os.geteuid() == 0:  # initdb refuses root: run the server as the postgres user
+            shutil.chown(self.base, "postgres")
+            shutil.chown(self.sock, "postgres")
+            self.run_as = ["runuser", "-u", "postgres", "--"]
+        self._run("initdb", "-A", "trust", "-U", "postgres", "-D", str(self.data), "--no-sync")
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-l", str(self.base / "server.log"), "-o",
+                  f"-k {self.sock} -p {self.port} -c listen_addresses='' -c fsync=off", "start")
+        self._n = 0
+
+    def _run(self, tool: str, *args: str) -> None:
+        out = self._subprocess.run([*self.run_as, str(self.bindir / tool), *args], capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"{tool} failed: {out.stdout[-1000:]} {out.stderr[-1000:]}")
+
+    def new_database(self) -> str:
+        """A fresh, empty database; its SQLAlchemy URL (psycopg 3, over the socket)."""
+        from sqlalchemy import create_engine, text
+
+        self._n += 1
+        name = f"ledger{self._n}"
+        engine = create_engine(self.url("postgres"), isolation_level="AUTOCOMMIT")
+        with engine.connect() as c:
+            c.execute(text(f"CREATE DATABASE {name}"))
+        engine.dispose()
+        return self.url(name)
+
+    def url(self, db: str) -> str:
+        return f"postgresql+psycopg://postgres@/{db}?host={self.sock}&port={self.port}"
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
+        self._shutil.rmtree(self.base, ignore_errors=True)
+
+
+def postgres_bindir() -> Path | None:
+    """The server binaries: Debian's /usr/lib/postgresql/N/bin (newest), else initdb on PATH."""
+    import shutil
+
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3])
+                   if p.parts[-3].isdigit() else 0)
+    if found:
+        return found[-1].parent
+    which = shutil.which("initdb")
+    return Path(which).parent if which else None
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for ledger tests. Skipped where the binaries are missing,
+    except under UNLEARN_REQUIRE_POSTGRES=1 (CI installs Debian's postgresql and sets it)."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        if os.environ.get("UNLEARN_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL is required (UNLEARN_REQUIRE_POSTGRES=1) but initdb is not installed")
+        pytest.skip("PostgreSQL server binaries are not installed (Debian: apt-get install postgresql)")
+    server = PostgresServer(bindir)
+    yield server
+    server.stop()

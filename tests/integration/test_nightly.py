@@ -158,34 +158,49 @@ def test_rollback_refuses_versions_with_purged_data_and_grace_deletes_them(deplo
     assert "weights deleted" in capsys.readouterr().out
 
 
+STAGES = ["resolve", "unlearn", "evaluate", "gate", "register", "purge"]
+LEFT_AT = {"resolve": "resolved", "unlearn": "unlearned", "evaluate": "evaluated", "gate": "gated",
+           "register": "registered", "purge": "purged"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["resolve", "unlearn", "evaluate", "gate", "register", "purge"])
-def test_a_crash_after_each_stage_recovers_on_rerun(deployment, stage):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_crash_after_each_stage_recovers_on_rerun(deployment, backend, request, monkeypatch):
+    """One batch, killed after every stage in turn: each run resumes where the last one died
+    and dies after the next stage; the last run finishes it. Every state a crash can leave
+    is resumed from once. On the SQLite ledger and on a real PostgreSQL server (the same
+    store and registry: the ledger is what holds the requests, batches and lock)."""
     import ray
 
+    from pipeline.ops.ledger import Ledger
+
     home, ledger, registry = deployment
-    k = ["resolve", "unlearn", "evaluate", "gate", "register", "purge"].index(stage)
+    env = {**os.environ, "UNLEARN_HOME": str(home.root)}
+    if backend == "postgresql":
+        url = request.getfixturevalue("postgres").new_database()
+        env["UNLEARN_LEDGER_URL"] = url
+        monkeypatch.setenv("UNLEARN_LEDGER_URL", url)
+        ledger = Ledger(url)
+    k = ["sqlite", "postgresql"].index(backend) + 1
     a, _ = ledger.add(subject_id=subject(400 + 3 * k))  # samples 1200.., clear of the other tests
     ids = [f"digits-train-{900 + 3 * k + i:06d}" for i in range(2)]
     b, _ = ledger.add(sample_ids=ids)
     champion = registry.champion()
-    env = {**os.environ, "UNLEARN_HOME": str(home.root), "UNLEARN_TEST_CRASH_AFTER": stage}
     gcs = ray.get_runtime_context().gcs_address
-    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "nightly", "--address", gcs], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 75, proc.stdout[-2000:] + proc.stderr[-3000:]
-    batch = ledger.open_batch()
-    assert batch is not None and batch["state"] == {"resolve": "resolved", "unlearn": "unlearned",
-                                                    "evaluate": "evaluated", "gate": "gated",
-                                                    "register": "registered", "purge": "purged"}[stage]
-    moved = stage in ("register", "purge")
-    assert (registry.champion() != champion) == moved  # no champion before registration
-    statuses = {ledger.get(r)["status"] for r in (a["request_id"], b["request_id"])}
-    assert statuses == ({"purged"} if stage == "purge" else {"applied"} if moved else {"pending"})
+    for stage in STAGES:
+        proc = subprocess.run([sys.executable, "-m", "jobs.cli", "nightly", "--address", gcs],
+                              env={**env, "UNLEARN_TEST_CRASH_AFTER": stage}, cwd=ROOT, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 75, stage + ": " + proc.stdout[-2000:] + proc.stderr[-3000:]
+        batch = ledger.open_batch()
+        assert batch is not None and batch["state"] == LEFT_AT[stage], (stage, batch)
+        moved = stage in ("register", "purge")
+        assert (registry.champion() != champion) == moved  # no champion before registration
+        statuses = {ledger.get(r)["status"] for r in (a["request_id"], b["request_id"])}
+        assert statuses == ({"purged"} if stage == "purge" else {"applied"} if moved else {"pending"}), stage
 
     out = run_nightly(home, NightlyConfig(), RayOptions(), log=lambda *a: None)
     assert out["state"] == "done" and out["batch"] == batch["id"]
-    train, _ = read_store(home.root / "datasets" / "digits")
     assert_night_consistent(home, ledger, registry, [a["request_id"], b["request_id"]], set(ids))
     assert registry.champion() == champion + 1
 
