@@ -22,6 +22,7 @@ from pipeline.errors import UserError
 
 EXIT_GATE_FAILED = 3  # `unlearn nightly`: the gates refused the batch; the champion stays
 EXIT_UNCONFIRMED = 4  # `unlearn nightly`: registered, but serving did not confirm it; nothing purged
+EXIT_LOCK_LOST = 5  # `unlearn nightly`: another machine took the lock over; this run stopped
 
 
 def home() -> Path:
@@ -471,7 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "purge the samples, write audit records. Safe to re-run after a crash. "
                                    "Exit code 3 when a gate fails; 4 when serving did not confirm the new "
                                    "version on every replica within serve_wait_s (nothing purged; re-run once "
-                                   "serving is healthy).")
+                                   "serving is healthy); 5 when another machine took the nightly lock over "
+                                   "(this run stopped before writing more).")
     n.add_argument("--method", default=None, help="unlearning method (default: the --config file's, else "
                                                    f"{NightlyConfig.model_fields['method'].default})")
     n.add_argument("--config", default=None, help="nightly YAML: method, gates, retrain policy, grace_days (default: the built-in defaults, "
@@ -557,8 +559,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `serve --detach` re-runs itself with these
     name = " ".join(filter(None, ("unlearn", args.command, getattr(args, "request_command", None))))
+    from pipeline.ops.ledger import LockLost
+
     try:
         return args.func(args)
+    except LockLost as e:  # not a user mistake, not a bug: the other holder carries on
+        print(f"{name}: stopped: {e}", file=sys.stderr)
+        return EXIT_LOCK_LOST
     except UserError as e:
         print(f"{name}: error: {e}", file=sys.stderr)
         return 2

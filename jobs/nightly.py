@@ -49,7 +49,7 @@ from pipeline.errors import UserError
 from pipeline.models import load_checkpoint, save_checkpoint
 from pipeline.ops.gates import check, failures
 from pipeline.ops.home import Home
-from pipeline.ops.ledger import Ledger
+from pipeline.ops.ledger import HEARTBEAT_S, Ledger, LockLost
 from pipeline.ops.nightly_config import NightlyConfig
 
 LOCK = "nightly"
@@ -62,16 +62,35 @@ def _crash_point(stage: str) -> None:
         os._exit(75)
 
 
-class _Heartbeat(threading.Thread):
-    """Keeps the nightly lock fresh so other machines can tell a live holder from a dead one."""
+class Heartbeat(threading.Thread):
+    """Keeps the nightly lock fresh so other machines can tell a live holder from a dead one,
+    and finds out when this run lost it.
 
-    def __init__(self, ledger: Ledger, owner: str, every_s: float = 30.0):
-        super().__init__(daemon=True)
+    A failed beat (the database away for a moment) is retried at the next one; a beat that
+    finds the lock in another owner's hands ends the thread with `lost` set. `check()`,
+    called before every stage's writes, turns either into `LockLost`: a run that may have
+    been taken over re-reads the lock before it registers, purges or marks anything."""
+
+    def __init__(self, ledger: Ledger, owner: str, every_s: float = HEARTBEAT_S):
+        super().__init__(daemon=True, name="nightly-heartbeat")
         self.ledger, self.owner, self.every_s, self.stopped = ledger, owner, every_s, threading.Event()
+        self.lost: str | None = None
+        self.last_error: str | None = None
 
     def run(self) -> None:
         while not self.stopped.wait(self.every_s):
-            self.ledger.heartbeat(LOCK, self.owner)
+            try:
+                if not self.ledger.heartbeat(LOCK, self.owner):
+                    self.lost = "the lock was taken over by another nightly (no heartbeat reached it in time)"
+                    return
+                self.last_error = None
+            except Exception as e:  # keep beating: a blip is not a lost lock, `check` decides
+                self.last_error = f"{type(e).__name__}: {e}"
+
+    def check(self) -> None:
+        if self.lost:
+            raise LockLost(f"{self.lost}; this run ({self.owner}) stops before writing anything more")
+        self.ledger.check_lock(LOCK, self.owner)
 
 
 def run_nightly(home: Home, cfg: NightlyConfig, ray_opts, log=print) -> dict[str, Any]:
@@ -86,7 +105,7 @@ def run_nightly(home: Home, cfg: NightlyConfig, ray_opts, log=print) -> dict[str
         # batch, so it changes nothing. A night without Ray work (housekeeping) does not need it.
         check_reachable(ray_opts.address)
     owner = ledger.acquire_lock(LOCK, timedelta(minutes=cfg.lock_stale_minutes))
-    beat = _Heartbeat(ledger, owner)
+    beat = Heartbeat(ledger, owner)
     beat.start()
     try:
         batch = ledger.open_batch()
@@ -102,18 +121,21 @@ def run_nightly(home: Home, cfg: NightlyConfig, ray_opts, log=print) -> dict[str
                 housekeeping(ledger, registry, cfg.grace_days, log)
                 return {"batch": None, "state": "nothing to do"}
             log(f"batch {batch['id']}: {len(batch['request_ids'])} pending requests, champion v{champion}")
-        return _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log)
+        return _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, beat.check)
     finally:
         beat.stopped.set()
         ledger.release_lock(LOCK, owner)
 
 
-def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log) -> dict[str, Any]:
+def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_ours) -> dict[str, Any]:
+    """The stages from wherever the batch stands. `still_ours()` raises `LockLost` when this
+    run no longer holds the lock; it is called before every stage that writes."""
     work = home.nightly_dir / batch["id"]
     store = home.store()
     bid = batch["id"]
 
     if batch["state"] == "open":
+        still_ours()
         resolved, rejected, test_ids = resolve(ledger, store, batch["request_ids"])
         write_json(work / "resolved.json", {"resolved": resolved, "test_ids": test_ids})
         if rejected:
@@ -135,17 +157,21 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log) -> dic
 
     parent = batch["parent_version"]
     if batch["state"] == "resolved":
+        still_ours()
         if forget_ids:
             summary = _unlearn(home, state, registry, parent, store, forget_ids, cfg, ray_opts, work, log)
         else:  # only test-set samples: the model never learned from them; nothing to unlearn
             summary = {"method": "none"}
+        still_ours()  # unlearning took minutes: check again before recording it
         batch = ledger.advance_batch(bid, "unlearned", detail={"method": summary["method"]})
         _crash_point("unlearn")
 
     if batch["state"] == "unlearned" and not forget_ids:  # the champion never learned from them
+        still_ours()
         ledger.mark_applied(resolved, parent, bid, {})
         batch = ledger.advance_batch(bid, "registered", version=parent)
     if batch["state"] == "unlearned":
+        still_ours()
         new, _ = load_checkpoint(work / "model")
         parent_model, _ = registry.load(parent)
         train, test = read_store(store)
@@ -160,6 +186,7 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log) -> dic
         _crash_point("evaluate")
 
     if batch["state"] == "evaluated":
+        still_ours()
         evaluation = json.loads((work / "evaluation.json").read_text())
         gates = check(evaluation["new"], evaluation["parent"], evaluation["n_forget"], cfg.gates,
                       evaluation["new"]["weights_finite"])
@@ -178,6 +205,7 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log) -> dic
         _crash_point("gate")
 
     if batch["state"] == "gated":
+        still_ours()
         version, run_id = register_batch(state, registry, batch, resolved, cfg, work, log)
         evaluation = json.loads((work / "evaluation.json").read_text())
         ledger.mark_applied(resolved, version, bid, evaluation["new"]["per_request"])
@@ -187,6 +215,7 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log) -> dic
 
     version = batch["version"]
     if batch["state"] == "registered":
+        still_ours()
         verdict = wait_until_served(home, version, cfg.serve_wait_s, log, ray_opts.address)
         if verdict.outcome is None:  # fail closed: nothing is purged on anything short of proof
             log(f"not purging: serving has not confirmed v{version} on every replica ({verdict.why}). "
@@ -194,6 +223,7 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log) -> dic
             ledger.note("serving_unconfirmed", {"version": version, "why": verdict.why}, batch_id=bid)
             return {"batch": bid, "state": "registered", "version": version, "unconfirmed": verdict.why}
         log(f"v{version}: {verdict.outcome} ({verdict.why})")
+        still_ours()  # the wait took up to serve_wait_s
         ledger.mark_served(resolved, version, bid, verdict.outcome)
         gone = set(forget_ids) | {s for ids in resolved_doc["test_ids"].values() for s in ids}
         removed = purge_samples(store, gone)
@@ -206,6 +236,7 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log) -> dic
         _crash_point("purge")
 
     if batch["state"] == "purged":
+        still_ours()
         for rid in resolved:
             record = ledger.get(rid)
             ledger.note("audit", {k: record[k] for k in ("received_at", "model_version", "applied_at", "served_at",

@@ -23,11 +23,25 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, select, update
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    delete,
+    event,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -39,6 +53,12 @@ MAX_IDS_PER_REQUEST = 10_000  # a larger deletion is a data-retention job, not a
 MAX_ID_LENGTH = 256
 MAX_REASON_LENGTH = 1000
 MAX_KEY_LENGTH = 128  # idempotency keys
+HEARTBEAT_S = 30.0  # how often the nightly refreshes its lock
+
+
+class LockLost(RuntimeError):
+    """This process no longer holds the lock it took: another machine took it over (it looked
+    dead), or the ledger could not be reached to keep it. Stop before the next write."""
 
 
 def now() -> datetime:
@@ -219,9 +239,25 @@ class Ledger:
     def add(self, subject_id: Any = None, sample_ids: Any = None, reason: Any = None,
             idempotency_key: Any = None) -> tuple[dict[str, Any], bool]:
         """Queue a deletion. Returns (request, created); the same request (same key) twice
-        returns the first. Ids already purged are rejected at once, with the reason."""
+        returns the first. Ids already purged are rejected at once, with the reason.
+
+        The same request sent twice at the same moment (a client retrying, two replicas)
+        races on the unique key: the loser's transaction fails (a unique violation on
+        PostgreSQL, a busy snapshot on SQLite) and is retried, and then finds the winner's
+        row, so both callers get the one request."""
         subject_id, sample_ids, reason = validate_request(subject_id, sample_ids, reason, idempotency_key)
         key = idempotency_key or derived_key(subject_id, sample_ids)
+        for attempt in range(6):
+            try:
+                return self._add(subject_id, sample_ids, reason, key)
+            except (IntegrityError, OperationalError) as e:
+                if attempt == 5 or (isinstance(e, OperationalError) and "locked" not in str(e.orig)):
+                    raise
+                time.sleep(0.02 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def _add(self, subject_id: str | None, sample_ids: list[str] | None, reason: str | None,
+             key: str) -> tuple[dict[str, Any], bool]:
         with self.session.begin() as s:
             existing = s.scalar(select(Request).where(Request.idempotency_key == key))
             if existing is not None:
@@ -399,7 +435,9 @@ class Ledger:
         """One holder across every machine that shares this database.
 
         A lock is taken over when its holder is gone: a dead process on this host, or
-        no heartbeat for `stale_after` (another host that crashed)."""
+        no heartbeat for `stale_after` (another host that crashed). The old holder finds
+        out at its next heartbeat or `check_lock` (`LockLost`) and stops. Two machines
+        taking over at once: the delete names the old owner, so exactly one wins."""
         host, pid = socket.gethostname(), os.getpid()
         owner = f"{host}:{pid}:{uuid.uuid4().hex[:8]}"
         t = now()
@@ -411,8 +449,11 @@ class Ledger:
                 if not (dead or stale):
                     raise UserError(f"another nightly holds the lock since {iso(held.acquired_at)} "
                                     f"({held.owner}); wait for it to finish")
-                s.delete(held)
-                s.flush()
+                gone = s.execute(delete(Lock).where(Lock.name == name, Lock.owner == held.owner)
+                                 .execution_options(synchronize_session=False)).rowcount
+                if gone != 1:  # another machine took it over between our read and our delete
+                    raise UserError("another nightly took the lock a moment ago; wait for it to finish")
+                s.expunge(held)
                 s.add(Event(at=t, event="lock_taken_over", detail={"from": held.owner, "dead": dead, "stale": stale}))
             s.add(Lock(name=name, owner=owner, host=host, pid=pid, acquired_at=t, heartbeat_at=t))
             try:
@@ -420,6 +461,14 @@ class Ledger:
             except IntegrityError:  # another machine won the race
                 raise UserError("another nightly took the lock a moment ago; wait for it to finish") from None
         return owner
+
+    def check_lock(self, name: str, owner: str) -> None:
+        """Raise `LockLost` unless `owner` still holds `name` (before a write that must be exclusive)."""
+        with self.session() as s:
+            held = s.get(Lock, name)
+            if held is None or held.owner != owner:
+                raise LockLost(f"the {name} lock was taken over by {held.owner if held else 'nobody'}; "
+                               f"this run ({owner}) stops before writing anything more")
 
     def heartbeat(self, name: str, owner: str) -> bool:
         with self.session.begin() as s:

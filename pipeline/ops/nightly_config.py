@@ -32,8 +32,10 @@ class NightlyConfig(ConfigModel):
     grace_days: float = Field(7.0, ge=0, description="days after a purge before the weights of versions that "
                                                      "still hold the purged data are deleted")
     serve_wait_s: float = Field(60.0, ge=0, description="how long to wait for serving to report the new version live")
-    lock_stale_minutes: float = Field(30.0, gt=0, description="a lock without heartbeat this long belongs to a dead "
-                                                              "machine")
+    # The floor is 4 heartbeats (pipeline.ops.ledger.HEARTBEAT_S, 30 s; a unit test ties the two):
+    # any less and a live holder that missed one beat would be taken over.
+    lock_stale_minutes: float = Field(30.0, ge=2.0, description="a lock without heartbeat this long belongs to a "
+                                                                "dead machine (at least 2: four 30 s heartbeats)")
 
     @field_validator("gates", "retrain", mode="before")
     @classmethod

@@ -4,6 +4,7 @@ failed gate, rollback and grace-period deletion, and a crash after every stage."
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -320,3 +321,37 @@ def test_serving_in_trouble_purges_nothing_and_a_rerun_finishes(deployment, monk
     assert_night_consistent(home, ledger, registry, [req["request_id"]], forgotten)
     events = [e["event"] for e in ledger.events(batch_id=ledger.get(req["request_id"])["batch_id"])]
     assert events.count("serving_unconfirmed") == 2
+
+
+def test_a_night_whose_lock_is_taken_over_stops_before_registering(deployment, monkeypatch, capsys):
+    """After the gate, another machine takes the lock over (this one looked dead): the run
+    stops before it registers anything (exit 5); the taker resumes the batch and finishes."""
+    from sqlalchemy import update
+
+    import jobs.nightly as nightly
+    from pipeline.ops.ledger import Lock, now
+
+    home, ledger, registry = deployment
+    forgotten = {f"digits-train-{970 + i:06d}" for i in range(2)}
+    req, _ = ledger.add(sample_ids=sorted(forgotten))
+    champion, n_versions = registry.champion(), len(registry.versions())
+
+    def taken_over_after(stage):
+        if stage == "gate":
+            with ledger.session.begin() as s:
+                s.execute(update(Lock).where(Lock.name == "nightly").values(owner="other-host:1:thief", host="other-host",
+                                                                           heartbeat_at=now()))
+
+    monkeypatch.setattr(nightly, "_crash_point", taken_over_after)
+    monkeypatch.setenv("UNLEARN_HOME", str(home.root))
+    assert cli.main(["nightly"]) == 5
+    assert "taken over" in capsys.readouterr().err
+    assert registry.champion() == champion and len(registry.versions()) == n_versions  # nothing registered
+    assert ledger.get(req["request_id"])["status"] == "pending" and ledger.open_batch()["state"] == "gated"
+    with ledger.session() as s:
+        assert s.get(Lock, "nightly").owner == "other-host:1:thief"  # the loser did not release the taker's lock
+    monkeypatch.undo()
+    with ledger.session.begin() as s:  # the taker: here, the next run, once the thief's lock is stale
+        s.execute(update(Lock).where(Lock.name == "nightly").values(heartbeat_at=now() - timedelta(hours=1)))
+    assert run_nightly(home, NightlyConfig(), RayOptions(), log=lambda *a: None)["state"] == "done"
+    assert_night_consistent(home, ledger, registry, [req["request_id"]], forgotten)

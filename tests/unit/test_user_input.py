@@ -35,7 +35,7 @@ def test_read_yaml_on_a_directory_or_nothing(tmp_path):
     ({"method": "retrain"}, "unknown unlearning method 'retrain'"),
     ({"grace_days": -1.0}, "grace_days must not be negative"),
     ({"serve_wait_s": -5.0}, "serve_wait_s must not be negative"),
-    ({"lock_stale_minutes": 0.0}, "lock_stale_minutes must be positive"),
+    ({"lock_stale_minutes": 0.0}, "lock_stale_minutes must be at least 2.0"),
     ({"retrain": {"after_rounds": -1}}, "after_rounds must not be negative"),
     ({"gates": {"max_ta_drop": math.nan}}, "finite"),
     ({"gates": {"forget_margin": math.inf}}, "finite"),
