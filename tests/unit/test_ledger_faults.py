@@ -70,10 +70,10 @@ def test_a_taken_over_nightly_finds_out_before_its_next_write(url):
     ledger = Ledger(url)
     owner = ledger.acquire_lock(LOCK, timedelta(minutes=30))
     beat = Heartbeat(ledger, owner, every_s=0.02)
-    beat.start()
     beat.check()
-    make_stale(ledger, LOCK)
-    taker = Ledger(url).acquire_lock(LOCK, timedelta(minutes=30))  # it looked dead to another machine
+    make_stale(ledger, LOCK)  # this machine stalled (a long GC, a frozen VM): it looks dead
+    taker = Ledger(url).acquire_lock(LOCK, timedelta(minutes=30))
+    beat.start()  # and wakes up
     with pytest.raises(LockLost, match="taken over"):
         ledger.check_lock(LOCK, owner)
     deadline = time.monotonic() + 10
