@@ -136,6 +136,7 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_
 
     if batch["state"] == "open":
         still_ours()
+        purge_resurfaced(ledger, store, bid, log)
         resolved, rejected, test_ids = resolve(ledger, store, batch["request_ids"])
         write_json(work / "resolved.json", {"resolved": resolved, "test_ids": test_ids})
         if rejected:
@@ -248,10 +249,30 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_
     return {"batch": bid, "state": "done", "version": version, "requests": len(resolved), "forgotten": len(forget_ids)}
 
 
+def purge_resurfaced(ledger: Ledger, store: Path, batch_id: str | None, log=print) -> set[str]:
+    """Purged ids are tombstones (`purged_samples`): rows that came back into the store (a
+    restored backup, a re-exported source) are deleted again before anything trains on
+    them, and the audit trail says so."""
+    tomb = ledger.purged_ids()
+    train, test = read_store(store)
+    back = (set(train.sample_ids.tolist()) | set(test.sample_ids.tolist())) & tomb
+    if back:
+        purge_samples(store, back)
+        verify_purged(store, back)
+        ledger.note("purged_again", {"samples": len(back), "e.g.": sorted(back)[:5],
+                                     "why": "purged rows reappeared in the store"}, batch_id=batch_id)
+        log(f"{len(back)} purged samples had reappeared in the store (e.g. {sorted(back)[0]}): deleted again")
+    return back
+
+
 def resolve(ledger: Ledger, store: Path, request_ids: list[str]):
     """Request -> train sample ids (what the model learned from) and test sample ids
-    (held-out rows that are purged too). A request that names nothing in the store is
-    rejected with the reason."""
+    (held-out rows that are purged too).
+
+    A request is rejected only when it names nothing left to forget. A request whose ids
+    are partly unknown or already purged still forgets the rest: the person's other
+    samples must not stay because one id was wrong; the audit trail says which were
+    skipped and why (`partly_resolved`)."""
     train, test = read_store(store)
     purged_by = {r["subject_id"]: r["request_id"] for r in ledger.purged_requests() if r["subject_id"]}
     tomb = ledger.purged_ids()
@@ -261,23 +282,26 @@ def resolve(ledger: Ledger, store: Path, request_ids: list[str]):
         req = ledger.get(rid)
         if req["subject_id"] is not None:
             sid = req["subject_id"]
-            tr = train.sample_ids[train.subject_ids == sid].tolist()
-            te = test.sample_ids[test.subject_ids == sid].tolist()
+            tr = [s for s in train.sample_ids[train.subject_ids == sid].tolist() if s not in tomb]
+            te = [s for s in test.sample_ids[test.subject_ids == sid].tolist() if s not in tomb]
             if not tr and not te:
                 rejected[rid] = (f"subject {sid!r} has no samples in the store"
                                  + (f": already purged by request {purged_by[sid]}" if sid in purged_by else ""))
                 continue
         else:
             ids = req["sample_ids"]
+            tr = [s for s in ids if s in train_ids and s not in tomb]
+            te = [s for s in ids if s in test_ids and s not in tomb]
             gone = [s for s in ids if s in tomb]
             unknown = [s for s in ids if s not in train_ids and s not in test_ids and s not in tomb]
-            if gone or unknown:
-                rejected[rid] = "; ".join(
-                    ([f"{len(unknown)} unknown sample ids (e.g. {unknown[0]!r})"] if unknown else [])
-                    + ([f"{len(gone)} samples already purged (e.g. {gone[0]!r})"] if gone else []))
+            skipped = "; ".join(([f"{len(unknown)} unknown sample ids (e.g. {unknown[0]!r})"] if unknown else [])
+                                + ([f"{len(gone)} samples already purged (e.g. {gone[0]!r})"] if gone else []))
+            if not tr and not te:
+                rejected[rid] = skipped
                 continue
-            tr = [s for s in ids if s in train_ids]
-            te = [s for s in ids if s in test_ids]
+            if skipped:
+                ledger.note("partly_resolved", {"forgetting": len(tr) + len(te), "skipped": skipped,
+                                                "unknown": unknown[:100], "already_purged": gone[:100]}, [rid])
         resolved[rid], test_hits[rid] = sorted(tr), sorted(te)
     return resolved, rejected, test_hits
 

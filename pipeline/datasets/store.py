@@ -50,13 +50,24 @@ def split_to_table(split: Split) -> pa.Table:
 
 
 def write_table_atomic(table: pa.Table, path: Path) -> None:
-    """Write to a temp file beside `path`, fsync, then rename: readers never see half a file."""
+    """Write to a temp file beside `path`, fsync, rename, fsync the directory: readers never
+    see half a file, and after a power cut the new file is there (not the old one, which a
+    purge must never get back: the rename is durable only once the directory is synced)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     pq.write_table(table, tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_store(directory: Path, train: Split, test: Split) -> None:

@@ -249,7 +249,7 @@ class Ledger:
         key = idempotency_key or derived_key(subject_id, sample_ids)
         for attempt in range(6):
             try:
-                return self._add(subject_id, sample_ids, reason, key)
+                return self._add(subject_id, sample_ids, reason, key, derived=idempotency_key is None)
             except (IntegrityError, OperationalError) as e:
                 if attempt == 5 or (isinstance(e, OperationalError) and "locked" not in str(e.orig)):
                     raise
@@ -257,7 +257,7 @@ class Ledger:
         raise AssertionError("unreachable")
 
     def _add(self, subject_id: str | None, sample_ids: list[str] | None, reason: str | None,
-             key: str) -> tuple[dict[str, Any], bool]:
+             key: str, derived: bool) -> tuple[dict[str, Any], bool]:
         with self.session.begin() as s:
             existing = s.scalar(select(Request).where(Request.idempotency_key == key))
             if existing is not None:
@@ -265,16 +265,30 @@ class Ledger:
                 if not same:
                     raise UserError(f"idempotency key {key!r} was already used for a different request "
                                     f"({existing.id}); use a new key")
+            if existing is not None and derived:
+                # A derived key means "the same deletion": the latest one of them answers, while
+                # it is still under way. Once it finished (purged, rejected), the same words are a
+                # new request: a subject asking again after new samples of theirs arrived.
+                rounds = list(s.scalars(select(Request).where(Request.idempotency_key.like(f"{key}%"))
+                                        .order_by(Request.received_at.desc(), Request.id.desc())))
+                if rounds[0].status not in ("purged", "rejected"):
+                    return rounds[0].to_dict(), False
+                key = f"{key}-r{len(rounds) + 1}"  # deterministic: two callers at once race on it
+            elif existing is not None:
                 return existing.to_dict(), False
             t = now()
             req = Request(id="del-" + uuid.uuid4().hex[:16], idempotency_key=key, subject_id=subject_id,
                           sample_ids=sample_ids, reason=reason, status="pending", received_at=t, updated_at=t)
             if sample_ids is not None:
                 purged = set(s.scalars(select(PurgedSample.sample_id).where(PurgedSample.sample_id.in_(sample_ids))))
-                if purged:
+                if len(purged) == len(sample_ids):  # only then is there nothing left to forget
                     req.status, req.rejected_at = "rejected", t
-                    req.status_reason = (f"{len(purged)} of the samples were already purged from the store "
+                    req.status_reason = (f"all {len(purged)} samples were already purged from the store "
                                          f"(e.g. {sorted(purged)[0]}): there is nothing left to forget")
+                elif purged:  # the rest is forgotten as asked; the audit record says which were gone
+                    req.status_reason = (f"{len(purged)} of the {len(sample_ids)} samples were already purged "
+                                         f"(e.g. {sorted(purged)[0]}); the other {len(sample_ids) - len(purged)} "
+                                         f"will be forgotten")
             s.add(req)
             s.flush()  # the request row first: events reference it
             s.add(Event(at=t, request_id=req.id, event="received",

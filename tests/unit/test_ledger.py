@@ -85,9 +85,12 @@ def test_states_only_move_forward_and_repeat_harmlessly(ledger):
     with pytest.raises(RuntimeError, match="backwards"):
         ledger.reject({rid: "late"})
     assert ledger.purged_ids() == {"s1", "s2"}
-    # asking again for purged samples: rejected at once, with the reason
-    again, created = ledger.add(sample_ids=["s2", "s3"])
+    # asking again for purged samples only: rejected at once, with the reason
+    again, created = ledger.add(sample_ids=["s1", "s2"])
     assert created and again["status"] == "rejected" and "already purged" in again["status_reason"]
+    # one of them purged, one not: the other is still forgotten (pending), the reason says so
+    partly, created = ledger.add(sample_ids=["s2", "s3"])
+    assert created and partly["status"] == "pending" and "1 of the 2 samples were already purged" in partly["status_reason"]
 
 
 def test_batches_claim_pending_and_resume(ledger):

@@ -118,3 +118,23 @@ def test_a_stale_limit_below_four_heartbeats_is_refused():
     with pytest.raises(UserError, match="lock_stale_minutes"):
         NightlyConfig.from_dict({"lock_stale_minutes": 0.25})
     NightlyConfig.from_dict({"lock_stale_minutes": 2})
+
+
+def test_a_subject_asking_again_after_a_purge_is_a_new_request(url):
+    ledger = Ledger(url)
+    first, _ = ledger.add(subject_id="alice")
+    again, created = ledger.add(subject_id="alice")
+    assert not created and again["request_id"] == first["request_id"]  # still under way: the same one
+    ledger.start_batch("night-1", 1)
+    ledger.mark_applied({first["request_id"]: ["a1"]}, 2, "night-1", {})
+    ledger.mark_served([first["request_id"]], 2, "night-1", "served")
+    ledger.mark_purged({first["request_id"]: ["a1"]}, "night-1")
+    later, created = ledger.add(subject_id="alice")  # new samples of alice arrived since
+    assert created and later["request_id"] != first["request_id"] and later["status"] == "pending"
+    assert ledger.add(subject_id="alice")[0]["request_id"] == later["request_id"]  # and it is idempotent in turn
+    # a client's own key keeps its meaning: the same key is the same request, whatever its state
+    keyed, _ = ledger.add(subject_id="bob", idempotency_key="client-7")
+    ledger.reject({keyed["request_id"]: "no samples"})
+    assert ledger.add(subject_id="bob", idempotency_key="client-7")[0]["request_id"] == keyed["request_id"]
+    out = at_once(4, lambda i: Ledger(url).add(subject_id="bob"))  # after a rejection, asked four times at once
+    assert len({r["request_id"] for r, _ in out}) == 1 and sum(c for _, c in out) == 1
