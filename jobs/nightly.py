@@ -49,10 +49,10 @@ from pipeline.errors import UserError
 from pipeline.models import load_checkpoint, save_checkpoint
 from pipeline.ops.gates import check, failures
 from pipeline.ops.home import Home
-from pipeline.ops.ledger import HEARTBEAT_S, Ledger, LockLost
+from pipeline.ops.ledger import HEARTBEAT_S, NIGHTLY_LOCK, Ledger, LockLost
 from pipeline.ops.nightly_config import NightlyConfig
 
-LOCK = "nightly"
+LOCK = NIGHTLY_LOCK
 CRASH_ENV = "UNLEARN_TEST_CRASH_AFTER"
 
 
@@ -215,6 +215,17 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_
         _crash_point("register")
 
     version = batch["version"]
+    if batch["state"] == "registered" and registry.champion() != version:
+        # the champion moved away (a rollback) while this batch waited: never purge for a
+        # version that is not served; its requests go back to the queue
+        why = f"the champion is v{registry.champion()}, not this batch's v{version}"
+        still_ours()
+        ledger.requeue([r for r in resolved if ledger.get(r)["status"] in ("applied", "served")],
+                       f"queued again: {why}", bid)
+        ledger.advance_batch(bid, "failed", detail={"champion_moved": why})
+        shutil.rmtree(work, ignore_errors=True)
+        log(f"batch {bid}: {why}; nothing purged, its requests are pending again")
+        return {"batch": bid, "state": "failed", "reason": why}
     if batch["state"] == "registered":
         still_ours()
         verdict = wait_until_served(home, version, cfg.serve_wait_s, log, ray_opts.address)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.ops.ledger import Ledger, iso, now
+from pipeline.ops.ledger import NIGHTLY_LOCK, Ledger, iso, now
 from pipeline.ops.lineage import VersionTags
 from pipeline.ops.registry import Registry
 
@@ -27,6 +27,14 @@ def contained_purged(registry: Registry, ledger: Ledger, version: int) -> list[d
     """Purged requests whose data `version` was trained with (and never unlearned)."""
     excluded = set(excluded_requests(registry, version))
     return [r for r in ledger.purged_requests() if r["request_id"] not in excluded]
+
+
+def contained_requests(registry: Registry, ledger: Ledger, version: int) -> list[dict[str, Any]]:
+    """Every request some version already forgot (applied, served or purged) whose data
+    `version` still holds: what serving `version` again would undo."""
+    excluded = set(excluded_requests(registry, version))
+    return [r for status in ("applied", "served", "purged") for r in ledger.list(status)
+            if r["request_id"] not in excluded]
 
 
 def housekeeping(ledger: Ledger, registry: Registry, grace_days: float, log=print) -> list[int]:
@@ -51,9 +59,17 @@ def housekeeping(ledger: Ledger, registry: Registry, grace_days: float, log=prin
     return deleted
 
 
-def rollback(ledger: Ledger, registry: Registry, to: int | None, force: bool, log=print) -> int:
-    """Point `champion` at an older version; refuse one that still contains purged data
-    unless forced (and then record, per affected request, that its data is served again)."""
+def rollback(ledger: Ledger, registry: Registry, to: int | None, force: bool, log=print,
+             lock_stale_minutes: float = 30.0) -> int:
+    """Point `champion` at an older version; refuse one that still holds the data of any
+    request already forgotten (applied, served or purged) unless forced.
+
+    Under the nightly lock: a night cannot register or purge while the champion moves. A
+    forced rollback is recorded per affected request (`served_again_by_forced_rollback`).
+    Requests not yet purged (their samples are still in the store) and a batch waiting for
+    serving to confirm the version rolled away from are put back to pending, so the next
+    night forgets them again from the new champion. Purged requests cannot be unlearned
+    again (their samples are gone): their audit records say the version serves them again."""
     champion = registry.champion()
     if champion is None:
         raise UserError("no champion model yet: run `unlearn init --dataset NAME` first")
@@ -64,19 +80,38 @@ def rollback(ledger: Ledger, registry: Registry, to: int | None, force: bool, lo
     if to == champion:
         raise UserError(f"v{to} is already the champion")
     registry.version(to)  # exists?
-    held = contained_purged(registry, ledger, to)
+    held = contained_requests(registry, ledger, to)
     if held and not force:
-        raise UserError(f"v{to} still contains the data of {len(held)} purged deletion requests "
-                        f"(e.g. {held[0]['request_id']}); serving it would undo those deletions. "
-                        f"Pass --force only if you must, and re-file the requests")
-    registry.load(to)  # its weights must exist and verify before it is served
-    registry.set_champion(to)
-    ledger.note("rollback", {"from": champion, "to": to, "forced": bool(held)})
-    if held:
-        ledger.note("served_again_by_forced_rollback", {"version": to, "from": champion},
-                    [r["request_id"] for r in held])
-        log(f"WARNING: v{to} contains the data of {len(held)} purged deletion requests; it is champion now "
-            f"because of --force. Their audit records say so.")
+        by = {st: sum(r["status"] == st for r in held) for st in ("applied", "served", "purged")}
+        raise UserError(f"v{to} still holds the data of {len(held)} deletion requests already forgotten "
+                        f"({', '.join(f'{n} {st}' for st, n in by.items() if n)}; e.g. {held[0]['request_id']}): "
+                        f"it contains the data of people who asked to be forgotten. Pass --force only if you "
+                        f"must: the requests not yet purged are then queued again, the purged ones recorded")
+    owner = ledger.acquire_lock(NIGHTLY_LOCK, timedelta(minutes=lock_stale_minutes))
+    try:
+        registry.load(to)  # its weights must exist and verify before it is served
+        registry.set_champion(to)
+        ledger.note("rollback", {"from": champion, "to": to, "forced": bool(held),
+                                 "contained_requests": len(held)})
+        again = [r["request_id"] for r in held if r["status"] in ("applied", "served")]
+        batch = ledger.open_batch()
+        if batch and batch["version"] is not None and batch["version"] != to:
+            # the night that registered the version rolled away from must not purge for it
+            ledger.advance_batch(batch["id"], "failed", detail={"rolled_back": f"v{champion} -> v{to}"})
+            again += [r for r in batch["request_ids"] if ledger.get(r)["status"] in ("applied", "served")]
+        if held:
+            ledger.note("served_again_by_forced_rollback", {"version": to, "from": champion},
+                        [r["request_id"] for r in held])
+        if again:
+            ledger.requeue(sorted(set(again)), f"queued again: forced rollback v{champion} -> v{to} serves their data")
+        purged = [r for r in held if r["status"] == "purged"]
+        if held:
+            log(f"WARNING: v{to} holds the data of {len(held)} deletion requests; it is champion now because of "
+                f"--force. {len(set(again))} not yet purged are queued again for the next night"
+                + (f"; {len(purged)} purged ones cannot be unlearned again (their samples are gone): their "
+                   f"audit records say v{to} serves their data" if purged else ""))
+    finally:
+        ledger.release_lock(NIGHTLY_LOCK, owner)
     log(f"champion: v{champion} -> v{to}")
     return to
 

@@ -53,6 +53,7 @@ MAX_IDS_PER_REQUEST = 10_000  # a larger deletion is a data-retention job, not a
 MAX_ID_LENGTH = 256
 MAX_REASON_LENGTH = 1000
 MAX_KEY_LENGTH = 128  # idempotency keys
+NIGHTLY_LOCK = "nightly"  # held by `unlearn nightly` and `unlearn rollback`
 HEARTBEAT_S = 30.0  # how often the nightly refreshes its lock
 
 
@@ -383,6 +384,21 @@ class Ledger:
                     req.purged_at = t
                     known = set(s.scalars(select(PurgedSample.sample_id).where(PurgedSample.sample_id.in_(gone))))
                     s.add_all(PurgedSample(sample_id=i, request_id=rid, purged_at=t) for i in gone if i not in known)
+
+    def requeue(self, request_ids: Iterable[str], why: str, batch_id: str | None = None) -> None:
+        """applied/served -> pending: the only backward move, for a forced rollback to a
+        version that holds their data (and whose samples are still in the store)."""
+        with self.session.begin() as s:
+            t = now()
+            for rid in request_ids:
+                req = s.get(Request, rid)
+                if req.status not in ("applied", "served"):
+                    raise RuntimeError(f"request {rid} is {req.status}: only applied or served requests are queued again")
+                s.add(Event(at=t, request_id=rid, batch_id=batch_id, event="requeued",
+                            detail={"from": req.status, "version": req.applied_version, "reason": why}))
+                req.status, req.status_reason, req.updated_at, req.batch_id = "pending", why, t, None
+                req.applied_version = req.applied_at = req.served_at = None
+                req.forget_accuracy = req.mia = None
 
     def note(self, event_name: str, detail: dict[str, Any], request_ids: Iterable[str] = (), batch_id: str | None = None) -> None:
         """An audit event that is not a state change (e.g. a forced rollback)."""

@@ -355,3 +355,55 @@ def test_a_night_whose_lock_is_taken_over_stops_before_registering(deployment, m
         s.execute(update(Lock).where(Lock.name == "nightly").values(heartbeat_at=now() - timedelta(hours=1)))
     assert run_nightly(home, NightlyConfig(), RayOptions(), log=lambda *a: None)["state"] == "done"
     assert_night_consistent(home, ledger, registry, [req["request_id"]], forgotten)
+
+
+def test_rollback_counts_requests_not_yet_purged_and_queues_them_again(deployment, monkeypatch, capsys, tmp_path,
+                                                                      fake_serving):
+    """A night registered v(N+1) and waits for serving (503): its request is applied, not purged.
+    A resumed batch whose champion was moved away purges nothing and re-queues; rolling back
+    over an applied request needs --force and the nightly lock, and queues it again, so the
+    next night forgets it from the rolled-back champion."""
+    from sqlalchemy import update
+
+    from jobs.serve import write_serving_info
+    from pipeline.ops.ledger import Lock, now
+
+    home, ledger, registry = deployment
+    forgotten = {f"digits-train-{980 + i:06d}" for i in range(2)}
+    req, _ = ledger.add(sample_ids=sorted(forgotten))
+    rid, champion = req["request_id"], registry.champion()
+    config = tmp_path / "nightly.yaml"
+    config.write_text("serve_wait_s: 0\n")
+    fake_serving.status, fake_serving.body = 503, {"error": "down"}
+    write_serving_info(home, fake_serving.url)
+    monkeypatch.setenv("UNLEARN_HOME", str(home.root))
+    try:
+        assert cli.main(["nightly", "--config", str(config)]) == 4
+        assert ledger.get(rid)["status"] == "applied" and registry.champion() == champion + 1
+        registry.set_champion(champion)  # moved away behind the batch's back
+        assert cli.main(["nightly", "--config", str(config)]) == 3
+        assert "not this batch's" in capsys.readouterr().out
+        assert ledger.get(rid)["status"] == "pending" and ledger.open_batch() is None
+        assert cli.main(["nightly", "--config", str(config)]) == 4  # forgotten again, from the champion
+        new = registry.champion()
+        assert new == champion + 2 and ledger.get(rid)["status"] == "applied"
+        capsys.readouterr()
+        assert cli.main(["rollback"]) == 2
+        assert "1 applied" in capsys.readouterr().err and registry.champion() == new
+        with ledger.session.begin() as s:  # a nightly runs on another machine
+            s.add(Lock(name="nightly", owner="other:1:x", host="other", pid=1, acquired_at=now(), heartbeat_at=now()))
+        assert cli.main(["rollback", "--force"]) == 2
+        assert "another nightly holds the lock" in capsys.readouterr().err and registry.champion() == new
+        with ledger.session.begin() as s:
+            s.execute(update(Lock).where(Lock.name == "nightly").values(heartbeat_at=now() - timedelta(hours=1)))
+        assert cli.main(["rollback", "--force"]) == 0
+        assert registry.champion() == champion and ledger.open_batch() is None
+        rec = ledger.get(rid)
+        assert rec["status"] == "pending" and "forced rollback" in rec["status_reason"]
+        events = [e["event"] for e in ledger.events(rid)]
+        assert events.count("requeued") == 2 and "served_again_by_forced_rollback" in events
+    finally:
+        (home.root / "serving.json").unlink(missing_ok=True)
+    assert cli.main(["nightly"]) == 0  # the next night forgets it again; nothing serves: purged
+    assert ledger.get(rid)["status"] == "purged" and registry.champion() == champion + 3
+    assert not forgotten & store_ids(home)
