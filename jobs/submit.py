@@ -27,7 +27,38 @@ from pipeline.errors import UserError
 PROJECT = Path(__file__).resolve().parents[1]
 EXCLUDES = [".unlearn", "out", "**/__pycache__", "*.egg-info", ".devdata", ".notes", "benchmarks"]  # .git, .venv: Ray's own
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-FORWARDED_ENV = ("UNLEARN_HOME", "UNLEARN_LEDGER_URL", "MLFLOW_TRACKING_URI", "UNLEARN_TOKEN")
+FORWARDED_ENV = ("UNLEARN_HOME", "UNLEARN_LEDGER_URL", "MLFLOW_TRACKING_URI")
+# Never sent: the Ray dashboard shows every job's runtime_env to anyone who can open it.
+SECRET_ENV = ("UNLEARN_TOKEN", "RAY_AUTH_TOKEN")
+REQUIRE_ENV = "UNLEARN_REQUIRE_LEDGER_URL"  # the job must find the ledger URL on the cluster
+
+
+def job_env(environ: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The variables a job gets (runtime_env env_vars) and one note per value kept back.
+
+    A URL with a password in it (the ledger's, MLflow's) stays on this machine: the job
+    then requires the cluster to set it (from a Kubernetes Secret, see deploy/) and fails
+    with one line if it does not, rather than silently opening a ledger of its own."""
+    from urllib.parse import urlsplit
+
+    env, notes = {}, []
+    for k in FORWARDED_ENV:
+        if k not in environ:
+            continue
+        try:
+            secret = urlsplit(environ[k]).password is not None
+        except ValueError:
+            secret = True  # unparseable: do not guess, do not send
+        if secret:
+            notes.append(f"{k} holds a password: not sent with the job (the Ray dashboard shows its environment); "
+                         f"the job reads {k} from the cluster's environment")
+            if k == "UNLEARN_LEDGER_URL":
+                env[REQUIRE_ENV] = "1"
+        else:
+            env[k] = environ[k]
+    notes += [f"{k} is not sent with the job (a secret); set it on the cluster if the job needs it"
+              for k in SECRET_ENV if k in environ and k != "RAY_AUTH_TOKEN"]
+    return env, notes
 
 
 def default_submission_id(command: list[str]) -> str | None:
@@ -66,8 +97,10 @@ def submit(address: str | None, command: list[str], submission_id: str | None, w
         logging.getLogger(name).setLevel(logging.ERROR)  # per-file upload chatter
     client, address = client_for(address)
     sid = submission_id or default_submission_id(command)
-    runtime_env: dict[str, Any] = {"working_dir": str(PROJECT), "excludes": EXCLUDES,
-                                   "env_vars": {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
+    env_vars, notes = job_env(dict(os.environ))
+    for note in notes:
+        log(note)
+    runtime_env: dict[str, Any] = {"working_dir": str(PROJECT), "excludes": EXCLUDES, "env_vars": env_vars}
     entrypoint = "python -m jobs.cli " + " ".join(shlex.quote(c) for c in command)
     try:
         job_id = client.submit_job(entrypoint=entrypoint, submission_id=sid, runtime_env=runtime_env,

@@ -39,7 +39,12 @@ class Home:
 
     @property
     def ledger_url(self) -> str:
-        return os.environ.get("UNLEARN_LEDGER_URL") or f"sqlite:///{self.root / 'ledger.db'}"
+        url = os.environ.get("UNLEARN_LEDGER_URL")
+        if not url and os.environ.get("UNLEARN_REQUIRE_LEDGER_URL") == "1":  # set by `unlearn submit`
+            raise UserError("this job was submitted with a ledger URL holding a password, which is not sent "
+                            "through the Ray dashboard: set UNLEARN_LEDGER_URL in the cluster's environment "
+                            "(e.g. from a Kubernetes Secret, see deploy/)")
+        return url or f"sqlite:///{self.root / 'ledger.db'}"
 
     @property
     def tracking_uri(self) -> str:

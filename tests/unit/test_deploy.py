@@ -18,8 +18,13 @@ def test_kuberay_manifests_parse():
     cron = yaml.safe_load((DEPLOY / "kuberay/nightly-cronjob.yaml").read_text())
     assert cron["kind"] == "CronJob" and len(cron["spec"]["schedule"].split()) == 5
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    # only CronJobSpec's own fields (strict `kubectl apply` refuses others, e.g. backoffLimit here)
+    assert set(cron["spec"]) <= {"schedule", "timeZone", "concurrencyPolicy", "startingDeadlineSeconds", "suspend",
+                                 "jobTemplate", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"}
+    assert cron["spec"]["jobTemplate"]["spec"]["backoffLimit"] >= 1  # a crashed night is retried...
     command = " ".join(cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"])
-    assert 'nightly-$(date -u +%Y%m%d)' in command and "unlearn nightly" in command
+    # ...under a submission id Ray has not seen (each retry is a new pod), resuming the batch
+    assert 'nightly-$(date -u +%Y%m%d)-$(hostname)' in command and "unlearn nightly" in command
 
 
 def test_systemd_units_parse():
