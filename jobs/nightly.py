@@ -207,7 +207,8 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_
 
     if batch["state"] == "gated":
         still_ours()
-        version, run_id = register_batch(state, registry, batch, resolved, cfg, work, log)
+        purged_before = [r["request_id"] for r in ledger.purged_requests()]  # a retrain excludes them all
+        version, run_id = register_batch(state, registry, batch, resolved, cfg, work, log, purged_before)
         evaluation = json.loads((work / "evaluation.json").read_text())
         ledger.mark_applied(resolved, version, bid, evaluation["new"]["per_request"])
         batch = ledger.advance_batch(bid, "registered", version=version, run_id=run_id)

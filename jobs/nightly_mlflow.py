@@ -47,7 +47,8 @@ def log_run(registry: Registry, bid: str, batch, evaluation, work: Path, outcome
     return run_id
 
 
-def register_batch(state, registry: Registry, batch, resolved, cfg, work: Path, log) -> tuple[int, str]:
+def register_batch(state, registry: Registry, batch, resolved, cfg, work: Path, log,
+                   purged_before: list[str] = ()) -> tuple[int, str]:
     """Register the batch's version exactly once and point `champion` at it.
 
     The version is tagged with the batch id: after a crash, a re-run finds the version it
@@ -69,7 +70,12 @@ def register_batch(state, registry: Registry, batch, resolved, cfg, work: Path, 
     summary = json.loads((work / "model" / "unlearn.json").read_text())
     model, card = load_checkpoint(work / "model")
     run_id = log_run(registry, bid, batch, evaluation, work, "registered", cfg)
-    excluded = sorted(set(excluded_requests(registry, parent)) | set(resolved))
+    if summary["method"] == "retrain":
+        # trained from scratch on a store that holds no purged sample: it excludes every
+        # request purged before it, whatever its parent still held
+        excluded = sorted(set(purged_before) | set(resolved))
+    else:
+        excluded = sorted(set(excluded_requests(registry, parent)) | set(resolved))
     lineage = Lineage(
         summary=f"{summary['method']} of {len(resolved)} deletion requests ({evaluation['n_forget']} samples) "
                 f"from v{parent}",

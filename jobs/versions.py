@@ -3,8 +3,11 @@
 of weights that still hold purged data.
 
 A version excludes the requests its own batch applied plus everything its parent
-excluded (`excluded_requests` in its lineage.json). It *contains* a purged request when
-that request is not among them: such a version must not be served again silently.
+excluded (`excluded_requests` in its lineage.json); a full retrain excludes every request
+purged before it, whatever its parent held (it was trained on a store without them). It
+*contains* a purged request when that request is not among them and resolved to train
+rows (a request that hit only test rows was never learned by any version): such a
+version must not be served again silently.
 """
 
 from __future__ import annotations
@@ -23,10 +26,16 @@ def excluded_requests(registry: Registry, version: int) -> list[str]:
     return list(lineage.excluded_requests) if lineage else []
 
 
+def trained_on(request: dict[str, Any]) -> bool:
+    """Whether any model learned from the request's samples: it resolved to train rows. A
+    request that hit only held-out test rows was never in any version's training data."""
+    return bool(request["n_samples"])
+
+
 def contained_purged(registry: Registry, ledger: Ledger, version: int) -> list[dict[str, Any]]:
     """Purged requests whose data `version` was trained with (and never unlearned)."""
     excluded = set(excluded_requests(registry, version))
-    return [r for r in ledger.purged_requests() if r["request_id"] not in excluded]
+    return [r for r in ledger.purged_requests() if trained_on(r) and r["request_id"] not in excluded]
 
 
 def contained_requests(registry: Registry, ledger: Ledger, version: int) -> list[dict[str, Any]]:
@@ -34,7 +43,7 @@ def contained_requests(registry: Registry, ledger: Ledger, version: int) -> list
     `version` still holds: what serving `version` again would undo."""
     excluded = set(excluded_requests(registry, version))
     return [r for status in ("applied", "served", "purged") for r in ledger.list(status)
-            if r["request_id"] not in excluded]
+            if trained_on(r) and r["request_id"] not in excluded]
 
 
 def housekeeping(ledger: Ledger, registry: Registry, grace_days: float, log=print) -> list[int]:

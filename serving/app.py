@@ -17,9 +17,9 @@ batch purges only then.
 """
 
 
+import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import threading
 import uuid
@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.ops.ledger import MAX_ID_LENGTH, MAX_IDS_PER_REQUEST, MAX_KEY_LENGTH, MAX_REASON_LENGTH
 from serving.board import every_replica_serves, get_board, known_replicas
-from serving.predictor import BadInstances, Predictor, RejectedModel
+from serving.predictor import BadInstances, Predictor, RejectedModel, read_json
 
 log = logging.getLogger("ray.serve")
 MAX_BODY_BYTES = 8 * 1024 * 1024  # 1024 instances x 784 floats as JSON is ~6 MB
@@ -61,13 +61,19 @@ class DeletionBody(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY_LENGTH)
 
 
-def _read_json(raw: bytes, limit: int) -> Any:
-    if len(raw) > limit:
-        raise ValueError(f"body is {len(raw)} bytes; at most {limit}")
-    try:
-        return json.loads(raw, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} is not valid JSON")))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"body is not valid JSON: {e}") from None
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it is known to pass `limit` bytes: by Content-Length
+    before a byte is read, else while it streams in (chunked), never after holding it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ValueError(f"body is {declared} bytes; at most {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ValueError(f"body is more than {limit} bytes; at most {limit}")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @serve.deployment(name="model", max_ongoing_requests=64, health_check_period_s=2.0)
@@ -140,18 +146,21 @@ class ModelServer:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _predict_batch(self, xs: list) -> list:
-        return self.predictor.predict_batch(xs)
+        # the forward pass off the event loop: /model, /healthz and intake keep answering
+        return await asyncio.to_thread(self.predictor.predict_batch, xs)
 
     @api.post("/predict")
     async def predict(self, request: Request):
+        if self.predictor.version is None:
+            return error(503, "no model loaded yet; retry shortly")
         try:
-            raw = await request.body()
-            body = _read_json(raw, MAX_BODY_BYTES)
+            raw = await read_body(request, MAX_BODY_BYTES)
+            body = await asyncio.to_thread(read_json, raw, MAX_BODY_BYTES)
             if not isinstance(body, dict) or set(body) != {"instances"}:
                 raise ValueError('send {"instances": [[float, ...], ...]} and nothing else')
             if b"true" in raw or b"false" in raw:  # the only string in a valid body is the key
                 raise ValueError("instances must be numbers, not true/false")
-            x = self.predictor.parse(body["instances"])
+            x = await asyncio.to_thread(self.predictor.parse, body["instances"])
         except (ValueError, BadInstances) as e:
             return error(413 if "at most" in str(e) and "bytes" in str(e) else 400, str(e))
         predictions, version = await self._predict_batch(x)
@@ -208,7 +217,7 @@ class ModelServer:
         if not self._authorised(request):
             return error(401, "missing or wrong bearer token")
         try:
-            data = _read_json(await request.body(), MAX_DELETION_BODY_BYTES)
+            data = read_json(await read_body(request, MAX_DELETION_BODY_BYTES), MAX_DELETION_BODY_BYTES)
             if not isinstance(data, dict):
                 raise ValueError('send {"subject_id": "..."} or {"sample_ids": ["...", ...]}')
             body = DeletionBody.model_validate(data)
@@ -219,7 +228,8 @@ class ModelServer:
             return error(413 if "bytes" in str(e) else 400, str(e))
         key = body.idempotency_key or request.headers.get("idempotency-key")
         try:
-            req, created = self.ledger.add(body.subject_id, body.sample_ids, body.reason, key)
+            # the database write off the event loop (SQLite may wait for the nightly's lock)
+            req, created = await asyncio.to_thread(self.ledger.add, body.subject_id, body.sample_ids, body.reason, key)
         except UserError as e:
             return error(422, str(e))
         except SQLAlchemyError as e:  # the database is unreachable or busy: nothing was written

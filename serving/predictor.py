@@ -9,6 +9,7 @@ started with, so every answer names the version that produced it.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from dataclasses import dataclass
@@ -104,10 +105,13 @@ class Predictor:
             raise BadInstances(f"instances must be a list of {served.features}-float lists")
         if not 1 <= len(instances) <= self.max_instances:
             raise BadInstances(f"send between 1 and {self.max_instances} instances, not {len(instances)}")
-        try:
-            x = np.asarray(instances, dtype=np.float32)
-        except (ValueError, TypeError):
+        try:  # no dtype first: numpy would turn "1.5" into 1.5 and True into 1.0 without a word
+            raw = np.asarray(instances)
+        except (ValueError, TypeError, OverflowError, RecursionError):
             raise BadInstances(f"instances must be a list of {served.features}-float lists (same length each)") from None
+        if raw.dtype.kind not in "iuf":  # strings, booleans, integers too large for any float, nesting
+            raise BadInstances(f"instances must be numbers only: a list of {served.features}-float lists")
+        x = raw.astype(np.float32)
         if x.ndim != 2:
             raise BadInstances(f"instances must be a list of {served.features}-float lists")
         if x.shape[1] != served.features:
@@ -131,3 +135,16 @@ class Predictor:
 
     def predict(self, instances: Any) -> tuple[list[int], str]:
         return self.predict_batch([self.parse(instances)])[0]
+
+
+def read_json(raw: bytes, limit: int) -> Any:
+    """A request body as JSON, or ValueError with what was wrong (never a 500: NaN,
+    bad UTF-8, nesting past the recursion limit are all the sender's mistakes)."""
+    if len(raw) > limit:
+        raise ValueError(f"body is {len(raw)} bytes; at most {limit}")
+    try:
+        return json.loads(raw, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} is not valid JSON")))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ValueError("body is not valid JSON: nested too deeply") from None

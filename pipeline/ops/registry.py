@@ -215,16 +215,19 @@ class Registry:
         return load_checkpoint(directory)
 
     def lineage(self, version: int) -> Lineage | None:
-        """The version's lineage.json; None when it cannot be read (its readers then treat
-        the version as excluding nothing, which keeps every deletion's guard on)."""
+        """The version's lineage.json; None only when the version has none (one registered
+        by hand in MLflow: its readers treat it as excluding nothing, which keeps every
+        deletion's guard on). A read that fails (MLflow unreachable, a corrupt file)
+        raises: a lineage read as empty would be written into every descendant."""
         import mlflow
 
         run_id = self.version(version)["run_id"]
-        try:
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="lineage.json", tracking_uri=self.uri)
-            return Lineage.model_validate_json(Path(path).read_text())
-        except Exception:
+        if run_id is None or "lineage.json" not in {a.path for a in self.client.list_artifacts(run_id)}:
             return None
+        with tempfile.TemporaryDirectory() as d:  # nothing left behind in a temp folder
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="lineage.json",
+                                                       tracking_uri=self.uri, dst_path=d)
+            return Lineage.model_validate_json(Path(path).read_text())
 
     def delete_weights(self, version: int, when: str) -> None:
         """Delete a version's weight files (the registry entry and its lineage stay)."""

@@ -225,6 +225,10 @@ def test_retrain_policy_trains_from_scratch_on_ray(deployment, monkeypatch):
     train, _ = read_store(home.root / "datasets" / "digits")
     assert int(tags["exact_train_rows"]) == len(train)  # trained on exactly what the store still holds
     assert ledger.get(req["request_id"])["status"] == "purged"
+    # an exact model holds no purged request's data, whatever its parent held: the flag clears
+    from jobs.versions import contained_purged
+
+    assert ledger.purged_requests() and contained_purged(registry, ledger, out["version"]) == []
 
     # no registered version, old or new, is ever unpickled when loaded
     def refuse(*a, **k):

@@ -93,10 +93,13 @@ def malformed(token, n_features):
     for instances in [None, [], {}, "abc", 1, [1, 2], [[]], [["a"] * n_features], [[None] * n_features],
                       [[0.5] * (n_features - 1)], [[0.5] * (n_features + 1)], [[0.5] * n_features, [0.5]],
                       [[[0.5]] * n_features], [[True] * n_features], [[0.5] * n_features] * 1025,
-                      [[1e39] * n_features]]:
+                      [[1e39] * n_features], [["0.5"] * n_features], [[10 ** 400] + [0.5] * (n_features - 1)],
+                      [[0.5] * (n_features - 1) + ["1"]]]:
         cases.append(("POST", "/predict", {"instances": instances}, None))
     cases += [("POST", "/predict", {"instances": good, "extra": 1}, None), ("POST", "/predict", {"x": good}, None),
-              ("POST", "/predict", None, b'{"instances": [' + b"[0.5]," * 2_000_000 + b"[0.5]]}")]
+              ("POST", "/predict", None, b'{"instances": [' + b"[0.5]," * 2_000_000 + b"[0.5]]}"),
+              ("POST", "/predict", None, b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),  # RecursionError
+              ("POST", "/predict", None, b'{"instances": [[' + b"9" * 5000 + b"]]}")]  # an int past any float
     deletion_bodies = [{}, {"subject_id": None}, {"subject_id": ""}, {"subject_id": 5}, {"subject_id": ["a"]},
                        {"subject_id": "x" * 257}, {"sample_ids": []}, {"sample_ids": "a,b"}, {"sample_ids": [1, 2]},
                        {"sample_ids": ["a", None]}, {"sample_ids": ["a", "a"]}, {"sample_ids": ["ok"] * 10_001},

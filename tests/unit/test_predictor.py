@@ -39,12 +39,24 @@ def test_predict_names_the_version_and_batches_split_back(predictor):
     ([[1e39] * 6], "too large"),
     ("abc", "must be a list"),
     ([1.0, 2.0], "must be a list"),
-    ([["a"] * 6], "must be a list"),
+    ([["a"] * 6], "numbers only"),
+    ([["0.5"] * 6], "numbers only"),  # numpy would read these as 0.5 without a word
+    ([[0.5] * 5 + ["1"]], "numbers only"),
+    ([[True] * 6], "numbers only"),
+    ([[10 ** 400] + [0.0] * 5], "numbers only"),  # past any float: OverflowError, not a 500
+    ([[2 ** 70] * 6], "numbers only"),
     ({"x": 1}, "must be a list"),
 ])
 def test_bad_instances_say_what_was_wrong(predictor, bad, message):
     with pytest.raises(BadInstances, match=message):
         predictor.predict(bad)
+
+
+def test_json_nested_past_the_recursion_limit_is_a_bad_body():
+    from serving.predictor import read_json
+
+    with pytest.raises(ValueError, match="nested too deeply"):
+        read_json(b"[" * 100_000 + b"]" * 100_000, 10**6)
 
 
 def test_a_bad_candidate_is_never_served(predictor):

@@ -77,3 +77,35 @@ def test_tampered_or_deleted_weights_are_refused(registry):
 def test_unreachable_tracking_server_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="MLflow"):
         Registry("http://127.0.0.1:9", "m", tmp_path)
+
+
+def test_a_lineage_that_cannot_be_read_raises_instead_of_reading_as_empty(registry, tmp_path):
+    """An empty lineage read by mistake would be written into every descendant (they
+    would 'exclude' nothing their ancestors forgot): a failed read must stop the night."""
+    v, _ = register(registry, 1)
+    assert registry.lineage(v).excluded_requests == ["r1"]
+    run_id = registry.version(v)["run_id"]
+    lineage_file = next((tmp_path / "artifacts").rglob(f"{run_id}/artifacts/lineage.json"))
+    lineage_file.write_text('{"summary": "truncated by a full disk"')
+    with pytest.raises(Exception, match="(?i)json|validation"):
+        registry.lineage(v)
+    lineage_file.unlink()  # a version registered by hand has no lineage: that is None, not an error
+    assert registry.lineage(v) is None
+
+
+def test_versions_contain_only_requests_they_learned_from(registry, tmp_path):
+    """A request that hit only test rows was never trained on: it flags no version. A full
+    retrain excludes every request purged before it, whatever its parent held."""
+    from jobs.versions import contained_purged
+    from pipeline.ops.ledger import Ledger
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    v1, _ = register(registry, 1, batch="init")
+    trained, _ = ledger.add(sample_ids=["t1"])
+    test_only, _ = ledger.add(sample_ids=["e1"])
+    ledger.start_batch("night-1", v1)
+    ledger.mark_applied({trained["request_id"]: ["t1"], test_only["request_id"]: []}, 2, "night-1", {})
+    ledger.mark_served([trained["request_id"], test_only["request_id"]], 2, "night-1", "served")
+    ledger.mark_purged({trained["request_id"]: ["t1"], test_only["request_id"]: []}, "night-1",
+                       {test_only["request_id"]: ["e1"]})
+    assert [r["request_id"] for r in contained_purged(registry, ledger, v1)] == [trained["request_id"]]
