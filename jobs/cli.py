@@ -278,6 +278,11 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     if args.grace_days is not None:
         cfg.grace_days = args.grace_days
     cfg.validate("the nightly's options")  # before the lock or the batch: a mistake changes nothing
+    if args.abandon:
+        from jobs.nightly import abandon_batch
+
+        abandon_batch(deployment(), cfg)
+        return 0
     out = run_nightly(deployment(), cfg, ray_options(args))
     if out.get("state") == "failed":
         return EXIT_GATE_FAILED
@@ -484,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--retrain-after", type=int, default=None, help=describe(RetrainPolicy, "after_rounds"))
     n.add_argument("--grace-days", type=float, default=None, help=describe(NightlyConfig, "grace_days"))
     add_ray_args(n)
+    n.add_argument("--abandon", action="store_true",
+                   help="give up the open batch instead of finishing it: before `purged` only; a registered "
+                        "version stops being champion (back to its parent) and its requests are pending again")
     n.set_defaults(func=cmd_nightly)
 
     a = sub.add_parser("audit", help="print a deletion request's audit record", formatter_class=fmt,

@@ -10,6 +10,7 @@ finishes the job; re-running after success says so and changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -69,6 +70,8 @@ def run_init(home: Home, dataset: str, ray_opts, config_path: Path, seed: int = 
 
     log(f"training the original {train_cfg.arch} on {len(train)} samples, {train_cfg.epochs} epochs, "
         f"{ray_opts.workers} Ray worker(s)")
+    if ray_opts.storage_path is None:  # in-flight checkpoints where housekeeping clears them
+        ray_opts = dataclasses.replace(ray_opts, storage_path=str(home.train_runs))
     model, summary = train_on_ray(card, store, [], train_cfg, ray_opts, home.root, rows=len(train))
     x, y = to_tensors(train)
     tx, ty = to_tensors(test)
@@ -88,6 +91,9 @@ def run_init(home: Home, dataset: str, ray_opts, config_path: Path, seed: int = 
     version = registry.register(run_id, model, card, lineage)
     registry.set_champion(version)
     registry.end_run(run_id)
+    # The run's checkpoints are copies of v1: the registry is their one home (v1's weights
+    # are deleted after a purge's grace period; a copy here would outlive them).
+    shutil.rmtree(Path(summary["storage_path"]) / summary["run_name"], ignore_errors=True)
     home.write_state(state)
     log(f"registered {name} v{version} as champion; MLflow: {home.tracking_uri}")
     return {"version": version, "metrics": metrics, "resumed": False}

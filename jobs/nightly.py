@@ -25,6 +25,7 @@ kills the process after that stage: the crash-safety tests use it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -49,7 +50,7 @@ from pipeline.errors import UserError
 from pipeline.models import load_checkpoint, save_checkpoint
 from pipeline.ops.gates import check, failures
 from pipeline.ops.home import Home
-from pipeline.ops.ledger import HEARTBEAT_S, NIGHTLY_LOCK, Ledger, LockLost
+from pipeline.ops.ledger import HEARTBEAT_S, ISOLATED, NIGHTLY_LOCK, Ledger, LockLost
 from pipeline.ops.nightly_config import NightlyConfig
 
 LOCK = NIGHTLY_LOCK
@@ -99,6 +100,8 @@ def run_nightly(home: Home, cfg: NightlyConfig, ray_opts, log=print) -> dict[str
 
     state = home.state()
     ledger, registry = home.ledger(), home.registry()
+    if ray_opts.storage_path is None:  # in-flight checkpoints where housekeeping clears them
+        ray_opts = dataclasses.replace(ray_opts, storage_path=str(home.train_runs))
     open_batch = ledger.open_batch()
     if ledger.list("pending") or (open_batch and open_batch["state"] in ("open", "resolved")):
         # This night will run on Ray: an unreachable cluster must fail before the lock and the
@@ -111,20 +114,102 @@ def run_nightly(home: Home, cfg: NightlyConfig, ray_opts, log=print) -> dict[str
         batch = ledger.open_batch()
         if batch:
             log(f"resuming batch {batch['id']} from stage {batch['state']!r}")
-        else:
-            champion = registry.champion()
-            if champion is None:
-                raise UserError("no champion model yet: run `unlearn init --dataset NAME` first")
-            batch = ledger.start_batch(f"night-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}", champion)
-            if batch is None:
-                log("no pending deletion requests")
-                housekeeping(ledger, registry, cfg.grace_days, log)
-                return {"batch": None, "state": "nothing to do"}
-            log(f"batch {batch['id']}: {len(batch['request_ids'])} pending requests, champion v{champion}")
-        return _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, beat.check)
+            return _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, beat.check)
+        if registry.champion() is None:
+            raise UserError("no champion model yet: run `unlearn init --dataset NAME` first")
+        return _run_night(home, state, ledger, registry, cfg, ray_opts, log, beat.check)
     finally:
         beat.stopped.set()
         ledger.release_lock(LOCK, owner)
+
+
+def abandon_batch(home: Home, cfg: NightlyConfig, log=print) -> dict[str, Any]:
+    """`unlearn nightly --abandon`: give up the open batch (one stuck at `registered`
+    because serving never confirms, say) instead of finishing it.
+
+    Under the lock. Refused once the batch purged: its samples are gone, only finishing
+    it is left. A version it registered stops being champion (back to its parent, when
+    it still is champion) and its requests go back to pending; so do the requests of a
+    batch abandoned earlier. Nothing is purged; the audit trail says who gave up what."""
+    ledger, registry = home.ledger(), home.registry()
+    owner = ledger.acquire_lock(LOCK, timedelta(minutes=cfg.lock_stale_minutes))
+    try:
+        batch = ledger.open_batch()
+        if batch is None:
+            raise UserError("there is no open batch to abandon")
+        bid, version, parent = batch["id"], batch["version"], batch["parent_version"]
+        if batch["state"] == "purged":
+            raise UserError(f"batch {bid} already purged its samples: it cannot be undone; run `unlearn nightly` "
+                            f"to finish it (audit records, housekeeping)")
+        moved = version is not None and version != parent and registry.champion() == version
+        if moved:
+            registry.load(parent)  # the parent must load before it serves again
+            registry.set_champion(parent)
+        applied = [r for r in batch["request_ids"] if ledger.get(r)["status"] in ("applied", "served")]
+        why = f"batch {bid} was abandoned by the operator at stage {batch['state']!r}; pending again"
+        if applied:
+            ledger.requeue(applied, why, bid)
+        ledger.keep_pending(batch["request_ids"], why, bid, event_name="abandoned")
+        ledger.advance_batch(bid, "failed", detail={"abandoned_at": batch["state"],
+                                                   **({"champion_back_to": parent} if moved else {})})
+        shutil.rmtree(home.nightly_dir / bid, ignore_errors=True)
+        log(f"abandoned batch {bid} at {batch['state']!r}: {len(batch['request_ids'])} request(s) pending again"
+            + (f"; champion back to v{parent} (v{version} stays registered, not served)" if moved else ""))
+        return {"batch": bid, "state": "abandoned", "champion": registry.champion()}
+    finally:
+        ledger.release_lock(LOCK, owner)
+
+
+def _run_night(home, state, ledger, registry, cfg, ray_opts, log, still_ours) -> dict[str, Any]:
+    """Every pending request, in as few batches as the gates allow.
+
+    The pending requests go in one batch. A batch that fails the gates is split in two
+    and each half tried on its own (bisection), so one request that cannot pass (say, a
+    whole class, which no approximate unlearning removes within the TA gate) does not
+    block the others: they are forgotten the same night. A request that fails alone
+    stays pending with the reason (`ISOLATED`); later nights try it in a batch of its
+    own after the others, so it never blocks them again."""
+    pending = [r for r in ledger.list("pending")]
+    if not pending:
+        log("no pending deletion requests")
+        housekeeping(ledger, registry, cfg.grace_days, log, home)
+        return {"batch": None, "state": "nothing to do"}
+    isolated = [r["request_id"] for r in pending if (r["status_reason"] or "").startswith(ISOLATED)]
+    rest = [r["request_id"] for r in pending if r["request_id"] not in isolated]
+    queue = ([rest] if rest else []) + [[r] for r in isolated]
+    outs: list[dict[str, Any]] = []
+    while queue:
+        ids = queue.pop(0)
+        champion = registry.champion()
+        batch = ledger.start_batch(f"night-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}", champion, ids)
+        if batch is None:
+            continue
+        log(f"batch {batch['id']}: {len(batch['request_ids'])} pending requests, champion v{champion}")
+        out = _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_ours)
+        outs.append(out)
+        if out["state"] == "failed" and out.get("gate_failed"):
+            tried = out["request_ids"]
+            if len(tried) > 1:
+                half = (len(tried) + 1) // 2
+                queue[:0] = [tried[:half], tried[half:]]
+                log(f"splitting the {len(tried)} requests of {batch['id']} in two to find the one(s) that fail")
+            else:
+                still_ours()
+                why = f"{ISOLATED} (batch {batch['id']}: {out['reason']}); the others were not held back"
+                ledger.keep_pending(tried, why, batch["id"], event_name="isolated")
+                out["isolated"] = tried
+                log(f"request {tried[0]} {why}")
+        elif out["state"] != "done":
+            break  # e.g. registered but unconfirmed: no new batch while this one is open
+    if len(outs) == 1:
+        return outs[0]
+    done = [o for o in outs if o["state"] == "done"]
+    last = (done or outs)[-1]
+    held = [r for o in outs for r in o.get("isolated", [])]
+    return {**last, "batches": outs, "isolated": held,
+            "state": outs[-1]["state"] if outs[-1]["state"] not in ("done", "failed") else
+            ("done" if done else "failed"),
+            "requests": sum(o.get("requests", 0) for o in done)}
 
 
 def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_ours) -> dict[str, Any]:
@@ -201,7 +286,8 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_
             ledger.advance_batch(bid, "failed", run_id=run_id, detail={"gates": gates})
             shutil.rmtree(work, ignore_errors=True)
             log(f"{why}\nthe champion stays v{parent}; the requests stay pending")
-            return {"batch": bid, "state": "failed", "reason": why, "run_id": run_id}
+            return {"batch": bid, "state": "failed", "reason": why, "run_id": run_id, "gate_failed": True,
+                    "request_ids": list(batch["request_ids"])}
         batch = ledger.advance_batch(bid, "gated", detail={"gates": gates})
         _crash_point("gate")
 
@@ -255,7 +341,7 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_
             ledger.note("audit", {k: record[k] for k in ("received_at", "model_version", "applied_at", "served_at",
                                                          "purged_at", "forget_accuracy", "mia", "n_samples")},
                         [rid], bid)
-        housekeeping(ledger, registry, cfg.grace_days, log)
+        housekeeping(ledger, registry, cfg.grace_days, log, home)
         shutil.rmtree(work, ignore_errors=True)
         ledger.advance_batch(bid, "done")
     return {"batch": bid, "state": "done", "version": version, "requests": len(resolved), "forgotten": len(forget_ids)}

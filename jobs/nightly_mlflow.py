@@ -57,7 +57,7 @@ def register_batch(state, registry: Registry, batch, resolved, cfg, work: Path, 
     found = registry.find_batch(bid)
     if found is not None:
         try:
-            registry.load(found)  # verifies the weights' hash
+            serving_check(registry, found, parent)  # verifies the weights' hash, as a replica would
             registry.set_champion(found)
             return found, registry.version(found)["run_id"]
         except UserError:
@@ -90,9 +90,28 @@ def register_batch(state, registry: Registry, batch, resolved, cfg, work: Path, 
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "model_card.md").write_text(model_card_md(registry.name, card, lineage, evaluation))
         version = registry.register(run_id, model, card, lineage, extra_dir=Path(d))
+    serving_check(registry, version, parent)  # before the alias moves, not after a replica tried
     registry.set_champion(version)
     registry.end_run(run_id, "FINISHED")
     return version, run_id
+
+
+def serving_check(registry: Registry, version: int, parent: int) -> None:
+    """Load `version` from the registry exactly as a replica will (download, hash check,
+    safetensors) and run the replicas' own candidate validation against the parent
+    (shape and classes match, weights finite, a smoke prediction finite). A version
+    that would be refused never becomes champion: the replicas would keep the parent and
+    the nightly would wait for a swap that cannot happen."""
+    from serving.predictor import RejectedModel, Served, validate_candidate
+
+    candidate, card = registry.load(version)
+    parent_model, parent_card = registry.load(parent)
+    try:
+        validate_candidate(candidate, card, Served(parent_model.eval(), str(parent), parent_card))
+    except RejectedModel as e:
+        registry.set_version_tag(version, "abandoned", f"refused by the serving check: {e}")
+        raise RuntimeError(f"v{version} would be refused by every replica ({e}); the champion stays "
+                           f"v{parent}") from None
 
 
 def model_card_md(name: str, card: dict[str, Any], lineage: Lineage, evaluation: dict[str, Any]) -> str:

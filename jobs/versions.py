@@ -13,6 +13,7 @@ version must not be served again silently.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
@@ -46,9 +47,47 @@ def contained_requests(registry: Registry, ledger: Ledger, version: int) -> list
             if trained_on(r) and r["request_id"] not in excluded]
 
 
-def housekeeping(ledger: Ledger, registry: Registry, grace_days: float, log=print) -> list[int]:
+def clear_train_runs(directory: Path, log=print) -> int:
+    """Remove every Ray Train run folder under `directory` (init's and the nightly's; the
+    caller holds the nightly lock or is init): their checkpoints are copies of weights
+    that the registry alone keeps. Returns how many were removed."""
+    import shutil
+
+    runs = [p for p in Path(directory).glob("*") if p.is_dir()] if Path(directory).exists() else []
+    for p in runs:
+        shutil.rmtree(p, ignore_errors=True)
+    if runs:
+        log(f"removed {len(runs)} Ray Train run folder(s) with in-flight checkpoints from {directory}")
+    return len(runs)
+
+
+def clear_cached_models(models_dir: Path, dataset: str, log=print) -> int:
+    """Cached originals/retrains (`$UNLEARN_HOME/models`, for `bench` and `forget`) of the
+    deployment's dataset were trained on its full data, purged people included."""
+    import json
+    import shutil
+
+    gone = 0
+    for card in Path(models_dir).glob("*/model.json") if Path(models_dir).exists() else []:
+        try:
+            same = json.loads(card.read_text()).get("dataset") == dataset
+        except (OSError, ValueError):
+            same = True  # unreadable: cannot prove it is another dataset's
+        if same:
+            shutil.rmtree(card.parent, ignore_errors=True)
+            gone += 1
+    if gone:
+        log(f"removed {gone} cached model(s) of {dataset} from {models_dir}: trained on data since purged")
+    return gone
+
+
+def housekeeping(ledger: Ledger, registry: Registry, grace_days: float, log=print, home=None) -> list[int]:
     """Delete the weights of versions that still contain purged data once the grace
-    period since the first such purge has passed. The champion is never touched."""
+    period since the first such purge has passed. The champion is never touched. With
+    `home`, also every other copy the project wrote: Ray Train run folders, and cached
+    models of the deployment's dataset once a purge passed its grace period."""
+    if home is not None:
+        clear_train_runs(home.train_runs, log)
     champion, deleted = registry.champion(), []
     for v in registry.versions():
         if v["version"] == champion or VersionTags.from_tags(v["tags"]).weights_deleted_at:
@@ -65,6 +104,10 @@ def housekeeping(ledger: Ledger, registry: Registry, grace_days: float, log=prin
     if deleted:
         log(f"deleted the weights of v{', v'.join(map(str, deleted))}: they contained purged data and their "
             f"{grace_days:g}-day grace period has passed")
+    past_grace = [r for r in ledger.purged_requests() if trained_on(r)
+                  and now() - datetime.fromisoformat(r["purged_at"]) >= timedelta(days=grace_days)]
+    if home is not None and past_grace:
+        clear_cached_models(home.root / "models", home.state().get("dataset", ""), log)
     return deleted
 
 

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -39,6 +40,7 @@ from serving.predictor import BadInstances, Predictor, RejectedModel, read_json
 log = logging.getLogger("ray.serve")
 MAX_BODY_BYTES = 8 * 1024 * 1024  # 1024 instances x 784 floats as JSON is ~6 MB
 MAX_DELETION_BODY_BYTES = 1024 * 1024
+RETRY_MAX_S = 300.0  # a version that failed to load is retried, backing off to once per 5 min
 
 api = FastAPI(title="ray-unlearn", description="Predictions from the champion model, and deletion intake.")
 
@@ -62,17 +64,24 @@ class DeletionBody(BaseModel):
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it is known to pass `limit` bytes: by Content-Length
-    before a byte is read, else while it streams in (chunked), never after holding it all."""
+    """The body, refused as soon as it is known to pass `limit` bytes (by Content-Length,
+    else while it streams in), without ever holding more than `limit` of it. The rest is
+    read and dropped, not left unread: a server that answers mid-upload resets the
+    connection, and the client would see a reset instead of the 413 that says why."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ValueError(f"body is {declared} bytes; at most {limit}")
+    too_big = declared is not None and declared.isdigit() and int(declared) > limit
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ValueError(f"body is more than {limit} bytes; at most {limit}")
-        chunks.append(chunk)
+            too_big = True
+        if not too_big:
+            chunks.append(chunk)
+        else:
+            chunks.clear()  # drained, never held
+    if too_big:
+        raise ValueError(f"body is {declared if declared and declared.isdigit() else 'more than ' + str(limit)} "
+                         f"bytes; at most {limit}")
     return b"".join(chunks)
 
 
@@ -99,8 +108,29 @@ class ModelServer:
         version = self.registry.champion()
         if version is None:
             raise RuntimeError("no champion version registered: run `unlearn init` first")
-        self._load(version)  # serve nothing until the champion is loaded
+        self._start_with(version)  # serve nothing until a version is loaded
         threading.Thread(target=self._watch, daemon=True, name="champion-watcher").start()
+
+    def _start_with(self, champion: int) -> None:
+        """Load the champion, retrying a transient failure; if it cannot be loaded, fall back
+        along its parents to the newest version that loads (and say so on /healthz), rather
+        than failing the constructor and restart-looping. The watcher keeps trying the
+        champion. Only when nothing loads does the replica fail."""
+        for attempt in range(3):
+            self._load(champion)
+            if self.predictor.version is not None:
+                return
+            time.sleep(0.5 * 2 ** attempt)
+        why, version, seen = self.predictor.last_error, champion, {champion}
+        while self.predictor.version is None:
+            version = self.registry.tags(version).parent_version
+            if version is None or version in seen:
+                raise RuntimeError(f"no version could be loaded: {why}")
+            seen.add(version)
+            self._load(version)
+        self.predictor.last_error = f"{why}; serving v{version} meanwhile"
+        log.error("replica %s: %s", self.replica, self.predictor.last_error)
+        self._report()
 
     # ---- hot swap ------------------------------------------------------------------------
 
@@ -122,18 +152,25 @@ class ModelServer:
         self.board.report.remote(self.replica, self.predictor.version, self.predictor.last_error)
 
     def _watch(self) -> None:
-        failed: set[int] = set()
+        # version -> (failures, monotonic time of the next try): a version that failed is
+        # tried again later, backing off to RETRY_MAX_S (a download that failed once must not
+        # blacklist it forever), never every second.
+        failed: dict[int, tuple[int, float]] = {}
         while True:
             self._wake.wait(self.settings.get("poll_s", 1.0))
+            woken = self._wake.is_set()
             self._wake.clear()
             try:
                 champion = self.registry.champion()
                 if champion is not None and str(champion) == self.predictor.version:
                     self.predictor.last_error = None  # the alias points at what we serve: healthy
-                elif champion is not None and champion not in failed:
-                    self._load(champion)
-                    if str(champion) != self.predictor.version:
-                        failed.add(champion)  # do not retry a bad version every second
+                    failed.clear()
+                elif champion is not None:
+                    n, next_try = failed.get(champion, (0, 0.0))
+                    if woken or time.monotonic() >= next_try:
+                        self._load(champion)
+                        if str(champion) != self.predictor.version:
+                            failed[champion] = (n + 1, time.monotonic() + min(RETRY_MAX_S, 2.0 ** n))
             except Exception as e:  # MLflow unreachable for a moment: keep serving, say so
                 self.predictor.last_error = f"cannot check the champion: {e}"
             self._report()

@@ -55,6 +55,13 @@ class Home:
         return self.root / "mlartifacts"
 
     @property
+    def train_runs(self) -> Path:
+        """Where init's and the nightly's Ray Train runs keep their in-flight checkpoints.
+        Nothing here is the home of any weights (the registry is): housekeeping empties it,
+        so no checkpoint of a crashed run outlives the grace period of the data it saw."""
+        return self.root / "ray_results" / "deployment"
+
+    @property
     def nightly_dir(self) -> Path:
         return self.root / "nightly"
 

@@ -53,7 +53,8 @@ MAX_IDS_PER_REQUEST = 10_000  # a larger deletion is a data-retention job, not a
 MAX_ID_LENGTH = 256
 MAX_REASON_LENGTH = 1000
 MAX_KEY_LENGTH = 128  # idempotency keys
-NIGHTLY_LOCK = "nightly"  # held by `unlearn nightly` and `unlearn rollback`
+NIGHTLY_LOCK = "nightly"
+ISOLATED = "fails the gates on its own"  # status_reason prefix of a request the nightly set apart  # held by `unlearn nightly` and `unlearn rollback`
 HEARTBEAT_S = 30.0  # how often the nightly refreshes its lock
 
 
@@ -344,7 +345,7 @@ class Ledger:
                 if self._move(s, req, "rejected", t, batch_id, reason=why):
                     req.status_reason, req.rejected_at = why, t
 
-    def keep_pending(self, request_ids: Iterable[str], why: str, batch_id: str) -> None:
+    def keep_pending(self, request_ids: Iterable[str], why: str, batch_id: str, event_name: str = "gate_failed") -> None:
         """A failed gate: the requests stay pending, with the reason, for the next night."""
         with self.session.begin() as s:
             t = now()
@@ -352,7 +353,7 @@ class Ledger:
                 req = s.get(Request, rid)
                 if req.status == "pending":
                     req.status_reason, req.updated_at, req.batch_id = why, t, None
-                    s.add(Event(at=t, request_id=rid, batch_id=batch_id, event="gate_failed", detail={"reason": why}))
+                    s.add(Event(at=t, request_id=rid, batch_id=batch_id, event=event_name, detail={"reason": why}))
 
     def mark_applied(self, resolved: dict[str, list[str]], version: int, batch_id: str,
                      per_request: dict[str, dict[str, float]]) -> None:
@@ -424,10 +425,15 @@ class Ledger:
             b = s.scalar(select(Batch).where(Batch.state.not_in(("done", "failed"))).order_by(Batch.started_at))
             return _batch_dict(b) if b else None
 
-    def start_batch(self, batch_id: str, parent_version: int) -> dict[str, Any] | None:
-        """Claim every pending request for a new batch; None when nothing is pending."""
+    def start_batch(self, batch_id: str, parent_version: int,
+                    request_ids: Iterable[str] | None = None) -> dict[str, Any] | None:
+        """Claim the pending requests (all, or those of `request_ids` still pending) for a new
+        batch; None when there are none."""
         with self.session.begin() as s:
-            reqs = list(s.scalars(select(Request).where(Request.status == "pending").order_by(Request.received_at)))
+            q = select(Request).where(Request.status == "pending").order_by(Request.received_at, Request.id)
+            if request_ids is not None:
+                q = q.where(Request.id.in_(list(request_ids)))
+            reqs = list(s.scalars(q))
             if not reqs:
                 return None
             t = now()

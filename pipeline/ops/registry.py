@@ -207,12 +207,15 @@ class Registry:
     def load(self, version: int) -> tuple[nn.Module, dict[str, Any]]:
         """Rebuild a registered version from safetensors, after checking its hash."""
         info = self.version(version)
-        directory = self.download(version)
-        weights = directory / "model.safetensors"
-        expected = VersionTags.from_tags(info["tags"]).weights_sha256
-        if not weights.exists() or expected is None or file_sha256(weights) != expected:
-            raise UserError(f"version {version}'s weights are missing or do not match their recorded SHA-256")
-        return load_checkpoint(directory)
+        # Downloaded into a folder removed on return: a replica swapping versions all day
+        # leaves no copies in /tmp (a version's weights may have to be deleted later).
+        with tempfile.TemporaryDirectory(prefix="unlearn-load-") as d:
+            directory = self.download(version, Path(d))
+            weights = directory / "model.safetensors"
+            expected = VersionTags.from_tags(info["tags"]).weights_sha256
+            if not weights.exists() or expected is None or file_sha256(weights) != expected:
+                raise UserError(f"version {version}'s weights are missing or do not match their recorded SHA-256")
+            return load_checkpoint(directory)
 
     def lineage(self, version: int) -> Lineage | None:
         """The version's lineage.json; None only when the version has none (one registered

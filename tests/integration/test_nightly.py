@@ -4,6 +4,7 @@ failed gate, rollback and grace-period deletion, and a crash after every stage."
 import os
 import subprocess
 import sys
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -119,6 +120,26 @@ def test_failed_gate_leaves_the_champion_and_requests_alone(deployment, monkeypa
     assert ledger.get(req["request_id"])["status"] == "pending" and store_ids(home) == before
 
 
+def weights_left_of(registry, versions, roots):
+    """Files anywhere under `roots` whose bytes are the weights of `versions` (by the
+    SHA-256 each version recorded). Other tests' homes (pytest's folders) are skipped."""
+    from pipeline.ops.registry import file_sha256
+
+    wanted = {registry.version(v)["tags"]["weights_sha256"] for v in versions}
+    hits = []
+    for root in roots:
+        for here, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if not d.startswith("pytest-of-")]
+            for name in files:
+                f = Path(here) / name
+                try:
+                    if name.endswith(".safetensors") and file_sha256(f) in wanted:
+                        hits.append(f)
+                except OSError:
+                    pass
+    return hits
+
+
 def a_served_night(home, ledger, registry):
     """Make sure the champion's parent still holds a purged request (run a night if the
     tests before did not), so the rollback test does not depend on their order."""
@@ -150,7 +171,11 @@ def test_rollback_refuses_versions_with_purged_data_and_grace_deletes_them(deplo
     holding = [v["version"] for v in registry.versions() if v["version"] != champion
                and not v["tags"].get("weights_deleted_at") and contained_purged(registry, ledger, v["version"])]
     assert 1 in holding
-    assert housekeeping(ledger, registry, grace_days=0, log=lambda *a: None) == holding
+    (home.train_runs / "unlearn-crashed-run" / "checkpoint_000000").mkdir(parents=True)  # a crashed run's
+    assert housekeeping(ledger, registry, grace_days=0, log=lambda *a: None, home=home) == holding
+    # after grace 0, no copy of those versions' weights is left anywhere the project wrote
+    assert weights_left_of(registry, holding, [home.root, Path(tempfile.gettempdir())]) == []
+    assert not list(home.train_runs.iterdir())
     assert registry.load(champion)
     with pytest.raises(Exception, match="deleted"):
         registry.load(1)
@@ -318,13 +343,21 @@ def test_serving_in_trouble_purges_nothing_and_a_rerun_finishes(deployment, monk
             assert registry.champion() == champion + 1
             assert ledger.get(req["request_id"])["status"] == "applied"
             assert store_ids(home) == before and ledger.open_batch()["state"] == "registered"
-        fake_serving.status, fake_serving.body = 200, {"version": str(champion + 1), "all_replicas": True}
+        # the operator gives up on this batch: the champion goes back, the request is pending again
+        assert cli.main(["nightly", "--abandon"]) == 0
+        assert registry.champion() == champion and ledger.open_batch() is None
+        assert ledger.get(req["request_id"])["status"] == "pending" and store_ids(home) == before
+        assert cli.main(["nightly", "--abandon"]) == 2  # nothing left to abandon: one line
+        assert "no open batch" in capsys.readouterr().err
+        assert cli.main(["nightly", "--config", str(config)]) == 4  # the next try registers v+2, unconfirmed
+        fake_serving.status, fake_serving.body = 200, {"version": str(champion + 2), "all_replicas": True}
         assert cli.main(["nightly", "--config", str(config)]) == 0
     finally:
         (home.root / "serving.json").unlink(missing_ok=True)
     assert_night_consistent(home, ledger, registry, [req["request_id"]], forgotten)
     events = [e["event"] for e in ledger.events(batch_id=ledger.get(req["request_id"])["batch_id"])]
-    assert events.count("serving_unconfirmed") == 2
+    assert events.count("serving_unconfirmed") == 1
+    assert [e["event"] for e in ledger.events(req["request_id"])].count("requeued") == 1
 
 
 def test_a_night_whose_lock_is_taken_over_stops_before_registering(deployment, monkeypatch, capsys):
@@ -411,3 +444,32 @@ def test_rollback_counts_requests_not_yet_purged_and_queues_them_again(deploymen
     assert cli.main(["nightly"]) == 0  # the next night forgets it again; nothing serves: purged
     assert ledger.get(rid)["status"] == "purged" and registry.champion() == champion + 3
     assert not forgotten & store_ids(home)
+
+
+def test_one_request_that_cannot_pass_the_gates_does_not_block_the_others(deployment):
+    """Two small requests and one for every remaining class-3 train row (forgetting a whole
+    class costs far more than the 1-point TA gate allows). The batch fails, is split, the
+    small ones are forgotten the same night; the class request stays pending with the
+    reason. The next night a new request goes through first; the set-apart one is tried
+    on its own and still held back."""
+    home, ledger, registry = deployment
+    train, _ = read_store(home.root / "datasets" / "digits")
+    small = [ledger.add(sample_ids=[f"digits-train-{990 + i:06d}"])[0]["request_id"] for i in range(2)]
+    small_ids = {f"digits-train-{990 + i:06d}" for i in range(2)}
+    whole_class = sorted(set(train.sample_ids[train.labels == 3].tolist()) - small_ids)
+    big, _ = ledger.add(sample_ids=whole_class)
+    champion = registry.champion()
+    out = run_nightly(home, NightlyConfig(), RayOptions(), log=lambda *a: None)
+    assert out["state"] == "done" and out["isolated"] == [big["request_id"]]
+    assert [o["state"] for o in out["batches"]] == ["failed", "done", "failed"]
+    assert all(ledger.get(r)["status"] == "purged" for r in small) and not small_ids & store_ids(home)
+    rec = ledger.get(big["request_id"])
+    assert rec["status"] == "pending" and rec["status_reason"].startswith("fails the gates on its own")
+    assert registry.champion() == champion + 1 and set(whole_class) <= store_ids(home)
+
+    late, _ = ledger.add(sample_ids=["digits-train-000995"])
+    out = run_nightly(home, NightlyConfig(), RayOptions(), log=lambda *a: None)
+    assert [o["state"] for o in out["batches"]] == ["done", "failed"]  # the new one first, then the big one alone
+    assert ledger.get(late["request_id"])["status"] == "purged"
+    assert ledger.get(big["request_id"])["status"] == "pending"
+    ledger.reject({big["request_id"]: "test over: a whole class is a retention job, not a deletion request"})

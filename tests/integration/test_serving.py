@@ -206,6 +206,61 @@ def test_hot_swap_follows_the_alias_and_refuses_a_broken_version(served):
     assert all(h["status"] == "ok" for h in healths), healths
 
 
+def test_an_unloadable_champion_causes_no_outage_and_loads_once_it_can(served):
+    """The champion's weights file is unreadable for a while (a storage blip): the replicas
+    keep serving the old version, a replica restarted meanwhile falls back to the newest
+    version that loads instead of restart-looping, and once the file is back every
+    replica loads the champion without a new alias move."""
+    import ray
+
+    from serving.board import known_replicas
+
+    home, _, registry, token = served
+    good = registry.champion()
+    model, card = registry.load(good)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.001)
+    run = registry.start_run("blip-test", {"batch_id": "blip-test"})
+    lineage = registry.lineage(good).model_copy(update={"batch_id": "blip-test", "parent_version": good})
+    blip = registry.register(run, model, card, lineage)
+    registry.end_run(run)
+    weights = next(home.artifacts.rglob(f"*{registry.version(blip)['run_id']}*/**/model.safetensors"))
+    saved = weights.read_bytes()
+    weights.write_bytes(b"\0" * len(saved))  # unreadable: its SHA-256 no longer matches
+    x, _ = digits_instances(home, 4)
+    try:
+        registry.set_champion(blip)
+        call("POST", "/model/refresh", token=token)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and call("GET", "/healthz")[1]["status"] != "degraded":
+            time.sleep(0.2)
+        assert call("POST", "/predict", {"instances": x})[1]["model_version"] == str(good)
+        # a replica restarts while the champion cannot be loaded: it comes up on v(good)
+        victim = known_replicas()[0]
+        from ray.serve.context import _get_global_client
+
+        details = _get_global_client().get_serve_details()["applications"]["unlearn"]["deployments"]["model"]
+        actor = next(r["actor_name"] for r in details["replicas"] if r["replica_id"] == victim)
+        ray.kill(ray.get_actor(actor, namespace="serve"), no_restart=True)
+        failures = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status, out = call("POST", "/predict", {"instances": x})
+            failures += status != 200
+            known = known_replicas()
+            if victim not in known and len(known) == 2 and call("GET", "/model")[1]["all_replicas"]:
+                break
+            time.sleep(0.3)
+        assert victim not in known_replicas() and call("GET", "/model")[1]["version"] == str(good)
+        assert failures == 0
+    finally:
+        weights.write_bytes(saved)  # the blip is over
+    call("POST", "/model/refresh", token=token)
+    assert wait_all_replicas(blip, timeout=30) < 30  # loaded without moving the alias again
+    assert call("POST", "/predict", {"instances": x})[1]["model_version"] == str(blip)
+
+
 @pytest.mark.slow
 def test_a_user_deletes_over_http_and_the_nightly_serves_it(served):
     import ray
