@@ -160,6 +160,20 @@ def abandon_batch(home: Home, cfg: NightlyConfig, log=print) -> dict[str, Any]:
         ledger.release_lock(LOCK, owner)
 
 
+def plan_night(pending: list[dict[str, Any]]) -> list[list[str]]:
+    """The night's batches, in order: every pending request not set apart, together; then
+    each set-apart one (`ISOLATED`) alone, so it can never hold the others back again."""
+    isolated = [r["request_id"] for r in pending if (r["status_reason"] or "").startswith(ISOLATED)]
+    rest = [r["request_id"] for r in pending if r["request_id"] not in isolated]
+    return ([rest] if rest else []) + [[r] for r in isolated]
+
+
+def halves(request_ids: list[str]) -> list[list[str]]:
+    """A failed batch's two halves, in order (the larger first)."""
+    half = (len(request_ids) + 1) // 2
+    return [request_ids[:half], request_ids[half:]]
+
+
 def _run_night(home, state, ledger, registry, cfg, ray_opts, log, still_ours) -> dict[str, Any]:
     """Every pending request, in as few batches as the gates allow.
 
@@ -169,14 +183,12 @@ def _run_night(home, state, ledger, registry, cfg, ray_opts, log, still_ours) ->
     block the others: they are forgotten the same night. A request that fails alone
     stays pending with the reason (`ISOLATED`); later nights try it in a batch of its
     own after the others, so it never blocks them again."""
-    pending = [r for r in ledger.list("pending")]
+    pending = ledger.list("pending")
     if not pending:
         log("no pending deletion requests")
         housekeeping(ledger, registry, cfg.grace_days, log, home)
         return {"batch": None, "state": "nothing to do"}
-    isolated = [r["request_id"] for r in pending if (r["status_reason"] or "").startswith(ISOLATED)]
-    rest = [r["request_id"] for r in pending if r["request_id"] not in isolated]
-    queue = ([rest] if rest else []) + [[r] for r in isolated]
+    queue = plan_night(pending)
     outs: list[dict[str, Any]] = []
     while queue:
         ids = queue.pop(0)
@@ -190,8 +202,7 @@ def _run_night(home, state, ledger, registry, cfg, ray_opts, log, still_ours) ->
         if out["state"] == "failed" and out.get("gate_failed"):
             tried = out["request_ids"]
             if len(tried) > 1:
-                half = (len(tried) + 1) // 2
-                queue[:0] = [tried[:half], tried[half:]]
+                queue[:0] = halves(tried)
                 log(f"splitting the {len(tried)} requests of {batch['id']} in two to find the one(s) that fail")
             else:
                 still_ours()

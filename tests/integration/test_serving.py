@@ -150,17 +150,21 @@ def test_malformed_requests_get_4xx_and_change_nothing(served):
     assert status == 200 and after_pred == before_pred  # still serving correct predictions
 
 
-def test_hot_swap_follows_the_alias_and_refuses_a_broken_version(served):
-    home, _, registry, token = served
-    champion = registry.champion()
-    model, card = registry.load(champion)
-    # a good new version: the champion's weights, nudged
+def nudged_version(registry, base, batch_id):
+    """A good new version: `base`'s weights, nudged; (version, model, card, lineage, run)."""
+    model, card = registry.load(base)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.001)
-    run = registry.start_run("swap-test", {"batch_id": "swap-test"})
-    lineage = registry.lineage(champion).model_copy(update={"batch_id": "swap-test", "parent_version": champion})
-    good = registry.register(run, model, card, lineage)
+    run = registry.start_run(batch_id, {"batch_id": batch_id})
+    lineage = registry.lineage(base).model_copy(update={"batch_id": batch_id, "parent_version": base})
+    return registry.register(run, model, card, lineage), model, card, lineage, run
+
+
+def test_hot_swap_follows_the_alias_and_refuses_a_broken_version(served):
+    home, _, registry, token = served
+    champion = registry.champion()
+    good, model, card, lineage, run = nudged_version(registry, champion, "swap-test")
     registry.set_champion(good)
     assert wait_all_replicas(good) < 10
     # "every replica" means Serve's own replica list: /model and a driver on the cluster agree
@@ -217,13 +221,7 @@ def test_an_unloadable_champion_causes_no_outage_and_loads_once_it_can(served):
 
     home, _, registry, token = served
     good = registry.champion()
-    model, card = registry.load(good)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.001)
-    run = registry.start_run("blip-test", {"batch_id": "blip-test"})
-    lineage = registry.lineage(good).model_copy(update={"batch_id": "blip-test", "parent_version": good})
-    blip = registry.register(run, model, card, lineage)
+    blip, *_, run = nudged_version(registry, good, "blip-test")
     registry.end_run(run)
     weights = next(home.artifacts.rglob(f"*{registry.version(blip)['run_id']}*/**/model.safetensors"))
     saved = weights.read_bytes()

@@ -109,3 +109,24 @@ def test_versions_contain_only_requests_they_learned_from(registry, tmp_path):
     ledger.mark_purged({trained["request_id"]: ["t1"], test_only["request_id"]: []}, "night-1",
                        {test_only["request_id"]: ["e1"]})
     assert [r["request_id"] for r in contained_purged(registry, ledger, v1)] == [trained["request_id"]]
+
+
+def test_a_version_every_replica_would_refuse_never_becomes_champion(registry):
+    """The nightly's check before the alias moves is the replicas' own: a version with NaN
+    weights (or a different input shape) is refused on the driver and tagged abandoned."""
+    from jobs.nightly_mlflow import serving_check
+
+    v1, _ = register(registry, 1, batch="init")
+    registry.set_champion(v1)
+    v2, _ = register(registry, 2, parent=v1, batch="night-1")
+    serving_check(registry, v2, v1)  # a good one passes
+    torch.manual_seed(3)
+    broken = build_model("mlp", (4,), 3, hidden=8)
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))
+    run = registry.start_run("night-2", {"batch_id": "night-2"})
+    v3 = registry.register(run, broken, CARD, registry.lineage(v2).model_copy(update={"batch_id": "night-2"}))
+    with pytest.raises(RuntimeError, match="refused by every replica"):
+        serving_check(registry, v3, v2)
+    assert registry.version(v3)["tags"]["abandoned"].startswith("refused by the serving check")
+    assert registry.champion() == v1

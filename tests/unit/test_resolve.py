@@ -54,3 +54,14 @@ def test_purged_rows_that_reappear_are_deleted_again_before_anything_trains(tmp_
     assert "t1" not in train.sample_ids and "e2" not in test.sample_ids and len(train) == 7
     assert [e["event"] for e in ledger.events(batch_id="night-1")] == ["purged_again"]
     assert purge_resurfaced(ledger, tmp_path / "store", "night-2", log=lambda *a: None) == set()
+
+
+def test_a_set_apart_request_goes_last_and_alone_and_failed_batches_split_in_two():
+    from jobs.nightly import halves, plan_night
+    from pipeline.ops.ledger import ISOLATED
+
+    pending = [{"request_id": "a", "status_reason": None}, {"request_id": "big", "status_reason": f"{ISOLATED} (...)"},
+               {"request_id": "b", "status_reason": "gate failed in batch x"}, {"request_id": "c", "status_reason": None}]
+    assert plan_night(pending) == [["a", "b", "c"], ["big"]]
+    assert plan_night(pending[1:2]) == [["big"]]
+    assert halves(["a", "b", "c"]) == [["a", "b"], ["c"]] and halves(["a", "b"]) == [["a"], ["b"]]

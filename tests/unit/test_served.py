@@ -19,8 +19,13 @@ from serving.board import every_replica_serves
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
+    import jobs.served
+
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("UNLEARN_TOKEN", raising=False)
+    # These cases are about the server file's proof. In `make test` this process is also
+    # on the integration tests' local Ray, which would add the cluster's proof (tested there).
+    monkeypatch.setattr(jobs.served, "_cluster_named", lambda address: False)
     return Home(tmp_path)
 
 
