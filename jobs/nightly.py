@@ -145,13 +145,9 @@ def abandon_batch(home: Home, cfg: NightlyConfig, log=print) -> dict[str, Any]:
         if moved:
             registry.load(parent)  # the parent must load before it serves again
             registry.set_champion(parent)
-        applied = [r for r in batch["request_ids"] if ledger.get(r)["status"] in ("applied", "served")]
         why = f"batch {bid} was abandoned by the operator at stage {batch['state']!r}; pending again"
-        if applied:
-            ledger.requeue(applied, why, bid)
-        ledger.keep_pending(batch["request_ids"], why, bid, event_name="abandoned")
-        ledger.advance_batch(bid, "failed", detail={"abandoned_at": batch["state"],
-                                                   **({"champion_back_to": parent} if moved else {})})
+        ledger.drop_batch(bid, why, "abandoned", {"abandoned_at": batch["state"],
+                                                  **({"champion_back_to": parent} if moved else {})})
         shutil.rmtree(home.nightly_dir / bid, ignore_errors=True)
         log(f"abandoned batch {bid} at {batch['state']!r}: {len(batch['request_ids'])} request(s) pending again"
             + (f"; champion back to v{parent} (v{version} stays registered, not served)" if moved else ""))
@@ -318,9 +314,7 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_
         # version that is not served; its requests go back to the queue
         why = f"the champion is v{registry.champion()}, not this batch's v{version}"
         still_ours()
-        ledger.requeue([r for r in resolved if ledger.get(r)["status"] in ("applied", "served")],
-                       f"queued again: {why}", bid)
-        ledger.advance_batch(bid, "failed", detail={"champion_moved": why})
+        ledger.drop_batch(bid, f"queued again: {why}", "champion_moved", {"champion_moved": why})
         shutil.rmtree(work, ignore_errors=True)
         log(f"batch {bid}: {why}; nothing purged, its requests are pending again")
         return {"batch": bid, "state": "failed", "reason": why}

@@ -47,18 +47,20 @@ def contained_requests(registry: Registry, ledger: Ledger, version: int) -> list
             if trained_on(r) and r["request_id"] not in excluded]
 
 
-def clear_train_runs(directory: Path, log=print) -> int:
-    """Remove every Ray Train run folder under `directory` (init's and the nightly's; the
-    caller holds the nightly lock or is init): their checkpoints are copies of weights
-    that the registry alone keeps. Returns how many were removed."""
+def clear_folders(directory: Path, what: str, keep: set[str] = frozenset(), log=print) -> int:
+    """Remove every folder under `directory` but those named in `keep`. For the project's
+    scratch copies of weights (the caller holds the nightly lock): Ray Train run folders
+    (in-flight checkpoints) and the work folders of batches no longer open (unlearned
+    weights of an abandoned or rolled-back night). The registry alone keeps weights."""
     import shutil
 
-    runs = [p for p in Path(directory).glob("*") if p.is_dir()] if Path(directory).exists() else []
-    for p in runs:
+    gone = [p for p in Path(directory).glob("*") if p.is_dir() and p.name not in keep] \
+        if Path(directory).exists() else []
+    for p in gone:
         shutil.rmtree(p, ignore_errors=True)
-    if runs:
-        log(f"removed {len(runs)} Ray Train run folder(s) with in-flight checkpoints from {directory}")
-    return len(runs)
+    if gone:
+        log(f"removed {len(gone)} {what} from {directory}")
+    return len(gone)
 
 
 def clear_cached_models(models_dir: Path, dataset: str, log=print) -> int:
@@ -84,10 +86,14 @@ def clear_cached_models(models_dir: Path, dataset: str, log=print) -> int:
 def housekeeping(ledger: Ledger, registry: Registry, grace_days: float, log=print, home=None) -> list[int]:
     """Delete the weights of versions that still contain purged data once the grace
     period since the first such purge has passed. The champion is never touched. With
-    `home`, also every other copy the project wrote: Ray Train run folders, and cached
-    models of the deployment's dataset once a purge passed its grace period."""
+    `home`, also every other copy the project wrote: Ray Train run folders, work folders
+    of batches no longer open, and cached models of the deployment's dataset once a purge
+    passed its grace period."""
     if home is not None:
-        clear_train_runs(home.train_runs, log)
+        clear_folders(home.train_runs, "Ray Train run folder(s) with in-flight checkpoints", log=log)
+        batch = ledger.open_batch()
+        clear_folders(home.nightly_dir, "work folder(s) of batches no longer open", {batch["id"]} if batch else set(),
+                      log)
     champion, deleted = registry.champion(), []
     for v in registry.versions():
         if v["version"] == champion or VersionTags.from_tags(v["tags"]).weights_deleted_at:
@@ -145,21 +151,24 @@ def rollback(ledger: Ledger, registry: Registry, to: int | None, force: bool, lo
         registry.set_champion(to)
         ledger.note("rollback", {"from": champion, "to": to, "forced": bool(held),
                                  "contained_requests": len(held)})
-        again = [r["request_id"] for r in held if r["status"] in ("applied", "served")]
+        why = f"queued again: forced rollback v{champion} -> v{to} serves their data"
         batch = ledger.open_batch()
+        in_batch = set(batch["request_ids"]) if batch else set()
         if batch and batch["version"] is not None and batch["version"] != to:
             # the night that registered the version rolled away from must not purge for it
-            ledger.advance_batch(batch["id"], "failed", detail={"rolled_back": f"v{champion} -> v{to}"})
-            again += [r for r in batch["request_ids"] if ledger.get(r)["status"] in ("applied", "served")]
+            ledger.drop_batch(batch["id"], why, "rolled_back", {"rolled_back": f"v{champion} -> v{to}"})
+        else:
+            in_batch = set()
         if held:
             ledger.note("served_again_by_forced_rollback", {"version": to, "from": champion},
                         [r["request_id"] for r in held])
-        if again:
-            ledger.requeue(sorted(set(again)), f"queued again: forced rollback v{champion} -> v{to} serves their data")
+        again = [r["request_id"] for r in held if r["status"] in ("applied", "served")]
+        if rest := [r for r in again if r not in in_batch]:
+            ledger.requeue(rest, why)
         purged = [r for r in held if r["status"] == "purged"]
         if held:
             log(f"WARNING: v{to} holds the data of {len(held)} deletion requests; it is champion now because of "
-                f"--force. {len(set(again))} not yet purged are queued again for the next night"
+                f"--force. {len(again)} not yet purged are queued again for the next night"
                 + (f"; {len(purged)} purged ones cannot be unlearned again (their samples are gone): their "
                    f"audit records say v{to} serves their data" if purged else ""))
     finally:

@@ -34,7 +34,7 @@ from ray import serve
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.ops.ledger import MAX_ID_LENGTH, MAX_IDS_PER_REQUEST, MAX_KEY_LENGTH, MAX_REASON_LENGTH
-from serving.board import every_replica_serves, get_board, known_replicas
+from serving.board import every_replica_serves, get_board, replica_versions
 from serving.predictor import BadInstances, Predictor, RejectedModel, read_json
 
 log = logging.getLogger("ray.serve")
@@ -211,20 +211,14 @@ class ModelServer:
 
     @api.get("/model")
     def model(self):
-        import ray
 
-        known = known_replicas()  # Serve's list: a replica still loading counts and has not reported
-        try:
-            entries = ray.get(self.board.entries.remote(), timeout=10)
-            if known:
-                self.board.keep_only.remote(known)
-        except Exception:  # the board is gone (e.g. restarting): nobody confirmed anything
-            entries = {}
+        # Serve's list: a replica still loading counts and has not reported
+        rv = replica_versions(board=self.board)
+        known, reports = rv["known"], rv["reports"]
         try:
             champion = self.registry.champion()
         except Exception:
             champion = None
-        reports = {r: e["version"] for r, e in entries.items()}
         return {"name": self.settings["model_name"], "version": self.predictor.version, "alias": "champion",
                 **self.info, "champion": str(champion) if champion is not None else None,
                 "replicas": {r: reports.get(r) for r in known or []}, "replicas_known": known is not None,

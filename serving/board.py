@@ -88,14 +88,19 @@ def app_exists(app: str = APP_NAME) -> bool | None:
         return None
 
 
-def replica_versions(app: str = APP_NAME, deployment: str = DEPLOYMENT, timeout: float = 10.0) -> dict[str, Any]:
-    """{"known": [ids] | None, "reports": {id: version}} for the deployment, read on the cluster."""
+def replica_versions(app: str = APP_NAME, deployment: str = DEPLOYMENT, timeout: float = 10.0,
+                     board=None) -> dict[str, Any]:
+    """{"known": [ids] | None, "reports": {id: version}, "errors": {id: error}}: Serve's
+    replica list and what the board holds, read on the cluster (`board`: a handle the
+    caller already has). Board entries of replicas Serve no longer runs are dropped."""
     import ray
 
     known = known_replicas(app, deployment)
     try:
-        board = ray.get_actor(BOARD, namespace=NAMESPACE)
+        board = board or ray.get_actor(BOARD, namespace=NAMESPACE)
         entries = ray.get(board.entries.remote(), timeout=timeout)
+        if known:
+            board.keep_only.remote(known)
     except Exception:  # no board yet (no replica reported) or unreachable: nobody confirmed anything
         entries = {}
     return {"known": known, "reports": {r: e["version"] for r, e in entries.items()},

@@ -53,8 +53,8 @@ MAX_IDS_PER_REQUEST = 10_000  # a larger deletion is a data-retention job, not a
 MAX_ID_LENGTH = 256
 MAX_REASON_LENGTH = 1000
 MAX_KEY_LENGTH = 128  # idempotency keys
-NIGHTLY_LOCK = "nightly"
-ISOLATED = "fails the gates on its own"  # status_reason prefix of a request the nightly set apart  # held by `unlearn nightly` and `unlearn rollback`
+NIGHTLY_LOCK = "nightly"  # held by `unlearn nightly` and `unlearn rollback`
+ISOLATED = "fails the gates on its own"  # status_reason prefix of a request the nightly set apart
 HEARTBEAT_S = 30.0  # how often the nightly refreshes its lock
 
 
@@ -400,6 +400,28 @@ class Ledger:
                 req.status, req.status_reason, req.updated_at, req.batch_id = "pending", why, t, None
                 req.applied_version = req.applied_at = req.served_at = None
                 req.forget_accuracy = req.mia = None
+
+    def drop_batch(self, batch_id: str, why: str, event_name: str, detail: dict[str, Any]) -> None:
+        """End an open batch without finishing it (abandoned, rolled back, its champion gone),
+        in one transaction: its applied/served requests are queued again (`requeued`), its
+        pending ones keep waiting with the reason (`event_name`), the batch is `failed`."""
+        with self.session.begin() as s:
+            t = now()
+            b = s.get(Batch, batch_id)
+            for rid in b.request_ids:
+                req = s.get(Request, rid)
+                if req.status in ("applied", "served"):
+                    s.add(Event(at=t, request_id=rid, batch_id=batch_id, event="requeued",
+                                detail={"from": req.status, "version": req.applied_version, "reason": why}))
+                    req.applied_version = req.applied_at = req.served_at = None
+                    req.forget_accuracy = req.mia = None
+                elif req.status == "pending":
+                    s.add(Event(at=t, request_id=rid, batch_id=batch_id, event=event_name, detail={"reason": why}))
+                else:
+                    continue  # purged or rejected: nothing to undo
+                req.status, req.status_reason, req.updated_at, req.batch_id = "pending", why, t, None
+            b.state, b.updated_at, b.detail = "failed", t, {**(b.detail or {}), **detail}
+            s.add(Event(at=t, batch_id=batch_id, event="batch_failed", detail={"why": why, **detail}))
 
     def note(self, event_name: str, detail: dict[str, Any], request_ids: Iterable[str] = (), batch_id: str | None = None) -> None:
         """An audit event that is not a state change (e.g. a forced rollback)."""

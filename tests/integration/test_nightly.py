@@ -449,6 +449,7 @@ def test_rollback_counts_requests_not_yet_purged_and_queues_them_again(deploymen
     assert cli.main(["nightly"]) == 0  # the next night forgets it again; nothing serves: purged
     assert ledger.get(rid)["status"] == "purged" and registry.champion() == champion + 3
     assert not forgotten & store_ids(home)
+    assert not list(home.nightly_dir.iterdir())  # the rolled-back batch's unlearned weights are gone too
 
 
 def test_one_request_that_cannot_pass_the_gates_does_not_block_the_others(deployment):
