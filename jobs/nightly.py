@@ -7,7 +7,8 @@ table when it is done, so a night killed at any point resumes where it stopped:
 
     open        pending requests claimed by the batch (under the nightly lock)
     resolved    requests resolved to sample ids; unknown or already-purged ones rejected
-    unlearned   unlearning on Ray from the champion (or, per policy, a full retrain)
+    unlearned   unlearning on Ray from the champion (or, per policy, a full retrain; always
+                a retrain when the champion holds purged data after a forced rollback)
     evaluated   RA/TA vs the parent, UA/MIA on the forget set, per-request accuracy
     gated       passed the gates (a failure ends the batch: nothing registered,
                 requests back to pending with the reason)
@@ -42,7 +43,7 @@ import numpy as np
 from jobs.nightly_mlflow import log_run, register_batch
 from jobs.nightly_report import evaluate_batch
 from jobs.served import wait_until_served
-from jobs.versions import housekeeping
+from jobs.versions import contained_purged, housekeeping
 from pipeline.artifacts import write_json
 from pipeline.config import TrainConfig
 from pipeline.datasets.store import purge_samples, read_store, snapshot_id, verify_purged
@@ -102,8 +103,9 @@ def run_nightly(home: Home, cfg: NightlyConfig, ray_opts, log=print) -> dict[str
     ledger, registry = home.ledger(), home.registry()
     if ray_opts.storage_path is None:  # in-flight checkpoints where housekeeping clears them
         ray_opts = dataclasses.replace(ray_opts, storage_path=str(home.train_runs))
-    open_batch = ledger.open_batch()
-    if ledger.list("pending") or (open_batch and open_batch["state"] in ("open", "resolved")):
+    open_batch, champion = ledger.open_batch(), registry.champion()
+    reforget = champion is not None and open_batch is None and contained_purged(registry, ledger, champion)
+    if ledger.list("pending") or reforget or (open_batch and open_batch["state"] in ("open", "resolved")):
         # This night will run on Ray: an unreachable cluster must fail before the lock and the
         # batch, so it changes nothing. A night without Ray work (housekeeping) does not need it.
         check_reachable(ray_opts.address)
@@ -178,23 +180,33 @@ def _run_night(home, state, ledger, registry, cfg, ray_opts, log, still_ours) ->
     whole class, which no approximate unlearning removes within the TA gate) does not
     block the others: they are forgotten the same night. A request that fails alone
     stays pending with the reason (`ISOLATED`); later nights try it in a batch of its
-    own after the others, so it never blocks them again."""
+    own after the others, so it never blocks them again.
+
+    A champion that holds the data of purged requests (a forced rollback made it champion)
+    makes the night's first batch a full retrain on the store, which no longer has their
+    samples: the only way to forget them again. It runs even with no pending request."""
     pending = ledger.list("pending")
-    if not pending:
+    if not pending and not contained_purged(registry, ledger, registry.champion()):
         log("no pending deletion requests")
         housekeeping(ledger, registry, cfg.grace_days, log, home)
         return {"batch": None, "state": "nothing to do"}
-    queue = plan_night(pending)
+    queue = plan_night(pending) or [[]]
     outs: list[dict[str, Any]] = []
     while queue:
         ids = queue.pop(0)
         champion = registry.champion()
-        batch = ledger.start_batch(f"night-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}", champion, ids)
+        reforget = [r["request_id"] for r in contained_purged(registry, ledger, champion)]
+        batch = ledger.start_batch(f"night-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}", champion, ids,
+                                   reforget)
         if batch is None:
             continue
-        log(f"batch {batch['id']}: {len(batch['request_ids'])} pending requests, champion v{champion}")
+        log(f"batch {batch['id']}: {len(batch['request_ids'])} pending requests, champion v{champion}"
+            + (f"; v{champion} holds the data of {len(reforget)} purged requests (a forced rollback): "
+               f"this batch retrains from scratch to forget them again" if reforget else ""))
         out = _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_ours)
         outs.append(out)
+        if out["state"] == "failed" and out.get("gate_failed") and reforget:
+            break  # the retrain failed, not a request: splitting would retrain again for nothing
         if out["state"] == "failed" and out.get("gate_failed"):
             tried = out["request_ids"]
             if len(tried) > 1:
@@ -225,6 +237,7 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_
     work = home.nightly_dir / batch["id"]
     store = home.store()
     bid = batch["id"]
+    reforget = batch["detail"].get("reforget", [])  # purged requests the parent holds: retrain
 
     if batch["state"] == "open":
         still_ours()
@@ -242,7 +255,7 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_
     resolved = {r: resolved_doc["resolved"][r] for r in batch["request_ids"]}
     forget_ids = sorted({s for ids in resolved.values() for s in ids})
 
-    if not resolved:
+    if not resolved and not reforget:
         ledger.advance_batch(bid, "done")
         shutil.rmtree(work, ignore_errors=True)
         log("every request was rejected; nothing to unlearn")
@@ -251,15 +264,15 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_
     parent = batch["parent_version"]
     if batch["state"] == "resolved":
         still_ours()
-        if forget_ids:
-            summary = _unlearn(home, state, registry, parent, store, forget_ids, cfg, ray_opts, work, log)
+        if forget_ids or reforget:
+            summary = _unlearn(home, state, registry, parent, store, forget_ids, cfg, ray_opts, work, log, reforget)
         else:  # only test-set samples: the model never learned from them; nothing to unlearn
             summary = {"method": "none"}
         still_ours()  # unlearning took minutes: check again before recording it
         batch = ledger.advance_batch(bid, "unlearned", detail={"method": summary["method"]})
         _crash_point("unlearn")
 
-    if batch["state"] == "unlearned" and not forget_ids:  # the champion never learned from them
+    if batch["state"] == "unlearned" and not forget_ids and not reforget:  # the champion never learned from them
         still_ours()
         ledger.mark_applied(resolved, parent, bid, {})
         batch = ledger.advance_batch(bid, "registered", version=parent)
@@ -273,8 +286,7 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_
         evaluation["store_snapshot"] = snapshot_id(train.sample_ids)
         write_json(work / "evaluation.json", evaluation)
         e, p = evaluation["new"], evaluation["parent"]
-        log(f"new: UA {e['UA']:.1f} RA {e['RA']:.2f} TA {e['TA']:.2f} MIA {e['MIA']:.1f} | "
-            f"parent v{parent}: UA {p['UA']:.1f} RA {p['RA']:.2f} TA {p['TA']:.2f} MIA {p['MIA']:.1f}")
+        log(f"new: {metrics_line(e)} | parent v{parent}: {metrics_line(p)}")
         batch = ledger.advance_batch(bid, "evaluated")
         _crash_point("evaluate")
 
@@ -329,6 +341,9 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_
         log(f"v{version}: {verdict.outcome} ({verdict.why})")
         still_ours()  # the wait took up to serve_wait_s
         ledger.mark_served(resolved, version, bid, verdict.outcome)
+        if reforget:  # served now by a version trained without them
+            ledger.note("forgotten_again", {"version": version, "method": "retrain", "after": "forced rollback"},
+                        reforget, bid)
         gone = set(forget_ids) | {s for ids in resolved_doc["test_ids"].values() for s in ids}
         removed = purge_samples(store, gone)
         verify_purged(store, gone)  # before a single request is marked purged
@@ -349,7 +364,15 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_
         housekeeping(ledger, registry, cfg.grace_days, log, home)
         shutil.rmtree(work, ignore_errors=True)
         ledger.advance_batch(bid, "done")
-    return {"batch": bid, "state": "done", "version": version, "requests": len(resolved), "forgotten": len(forget_ids)}
+    return {"batch": bid, "state": "done", "version": version, "requests": len(resolved), "forgotten": len(forget_ids),
+            **({"reforgotten": len(reforget)} if reforget else {})}
+
+
+def metrics_line(m: dict[str, Any]) -> str:
+    """UA/RA/TA/MIA for the log; UA and MIA are '-' for a batch with no forget set."""
+    def f(k, digits):
+        return "-" if m.get(k) is None else f"{m[k]:.{digits}f}"
+    return f"UA {f('UA', 1)} RA {f('RA', 2)} TA {f('TA', 2)} MIA {f('MIA', 1)}"
 
 
 def purge_resurfaced(ledger: Ledger, store: Path, batch_id: str | None, log=print) -> set[str]:
@@ -409,9 +432,11 @@ def resolve(ledger: Ledger, store: Path, request_ids: list[str]):
     return resolved, rejected, test_hits
 
 
-def _unlearn(home, state, registry, parent, store, forget_ids, cfg, ray_opts, work, log) -> dict[str, Any]:
+def _unlearn(home, state, registry, parent, store, forget_ids, cfg, ray_opts, work, log,
+             reforget: list[str] = ()) -> dict[str, Any]:
     """Unlearn on Ray from the parent (the champion), or retrain from scratch when the
-    policy says the approximate line has drifted far enough."""
+    policy says the approximate line has drifted far enough, or when the parent holds the
+    data of purged requests (`reforget`: their samples are gone, nothing can unlearn them)."""
     from pipeline.configs import default_config_path, load_run_configs, nightly_method_config
     from pipeline.ray.train import train_on_ray, unlearn_on_ray
 
@@ -423,8 +448,9 @@ def _unlearn(home, state, registry, parent, store, forget_ids, cfg, ray_opts, wo
     train, _ = read_store(store)
     card = {k: v for k, v in card.items() if k not in ("cost", "lineage")}
     start = time.perf_counter()
-    if rounds >= cfg.retrain.after_rounds or share > cfg.retrain.above_forgotten_pct:
-        why = (f"{rounds} unlearning rounds since the last exact model" if rounds >= cfg.retrain.after_rounds
+    if reforget or rounds >= cfg.retrain.after_rounds or share > cfg.retrain.above_forgotten_pct:
+        why = (f"v{parent} holds the data of {len(reforget)} purged requests" if reforget
+               else f"{rounds} unlearning rounds since the last exact model" if rounds >= cfg.retrain.after_rounds
                else f"{share:.1f} % of the exact model's data forgotten since")
         log(f"retrain policy: {why}; training from scratch on {len(train) - len(forget_ids)} retained samples")
         train_cfg = TrainConfig.from_dict(card["train_config"])

@@ -28,7 +28,7 @@ def log_run(registry: Registry, bid: str, batch, evaluation, work: Path, outcome
               "workers": summary.get("workers"), "retrain_reason": summary.get("reason", "")}
     params.update({f"unlearn.{k}": v for k, v in (summary.get("config") or {}).items()})
     params.update({f"gates.{k}": v for k, v in cfg.gates.to_dict().items()})
-    metrics = {k: evaluation["new"][k] for k in ("UA", "RA", "TA", "MIA")}
+    metrics = {k: evaluation["new"][k] for k in ("UA", "RA", "TA", "MIA")}  # None (no forget set) is not logged
     metrics.update({f"parent_{k}": evaluation["parent"][k] for k in ("UA", "RA", "TA", "MIA")})
     metrics.update(delta_TA=evaluation["new"]["TA"] - evaluation["parent"]["TA"],
                    delta_RA=evaluation["new"]["RA"] - evaluation["parent"]["RA"],
@@ -70,6 +70,7 @@ def register_batch(state, registry: Registry, batch, resolved, cfg, work: Path, 
     summary = json.loads((work / "model" / "unlearn.json").read_text())
     model, card = load_checkpoint(work / "model")
     run_id = log_run(registry, bid, batch, evaluation, work, "registered", cfg)
+    reforget = batch["detail"].get("reforget", [])
     if summary["method"] == "retrain":
         # trained from scratch on a store that holds no purged sample: it excludes every
         # request purged before it, whatever its parent still held
@@ -78,12 +79,14 @@ def register_batch(state, registry: Registry, batch, resolved, cfg, work: Path, 
         excluded = sorted(set(excluded_requests(registry, parent)) | set(resolved))
     lineage = Lineage(
         summary=f"{summary['method']} of {len(resolved)} deletion requests ({evaluation['n_forget']} samples) "
-                f"from v{parent}",
+                f"from v{parent}" + (f"; forgets again {len(reforget)} purged requests v{parent} held (a forced "
+                                     f"rollback)" if reforget else ""),
         batch_id=bid, parent_version=parent, method=summary["method"], config=summary.get("config"),
         config_hash=config_hash(summary.get("config")), dataset=state["dataset"],
         store_snapshot=evaluation["store_snapshot"], request_ids=sorted(resolved), excluded_requests=excluded,
-        metrics={k: evaluation["new"][k] for k in METRIC_TAGS},
-        parent_metrics={k: evaluation["parent"][k] for k in METRIC_TAGS}, gates=evaluation["gates"],
+        metrics={k: evaluation["new"][k] for k in METRIC_TAGS if evaluation["new"][k] is not None},
+        parent_metrics={k: evaluation["parent"][k] for k in METRIC_TAGS if evaluation["parent"][k] is not None},
+        gates=evaluation["gates"],
         forget_ids_sha256=snapshot_id(sorted({s for v in resolved.values() for s in v})),
         rounds_since_retrain=summary["rounds_since_retrain"], forgotten_since_retrain=summary["forgotten_since_retrain"],
         exact_train_rows=summary["exact_train_rows"])
@@ -117,7 +120,9 @@ def serving_check(registry: Registry, version: int, parent: int) -> None:
 def model_card_md(name: str, card: dict[str, Any], lineage: Lineage, evaluation: dict[str, Any]) -> str:
     """The human-readable card beside the weights (model/model.json is the machine one)."""
     new, parent = evaluation["new"], evaluation["parent"]
-    rows = "\n".join(f"| {k} | {parent[k]:.2f} | {new[k]:.2f} |" for k in ("UA", "RA", "TA", "MIA"))
+    def cell(v):
+        return "-" if v is None else f"{v:.2f}"
+    rows = "\n".join(f"| {k} | {cell(parent[k])} | {cell(new[k])} |" for k in ("UA", "RA", "TA", "MIA"))
     gates = "\n".join(f"| {g['gate']} | {g['value']:.2f} | {g['limit']:.2f} | {'pass' if g['passed'] else 'FAIL'} |"
                        for g in lineage.gates)
     return f"""# {name}: unlearned version (parent v{lineage.parent_version})

@@ -34,8 +34,10 @@ def evaluate_batch(new: nn.Module, parent: nn.Module, train, test, resolved: dic
         test_logits = predict_logits(model, tx)
         conf = true_class_confidence(logits, y)
         clf = mia_classifier(conf[~mask], true_class_confidence(test_logits, ty), seed=seed)
-        block = {"UA": 100.0 - accuracy(logits[m], y[m]), "RA": accuracy(logits[~m], y[~m]),
-                 "TA": accuracy(test_logits, ty), "MIA": mia_score(clf, conf[mask])}
+        # UA and MIA need a forget set: a retrain that only forgets purged requests again
+        # (their samples are gone from the store) has none, and they are None
+        block = {"UA": 100.0 - accuracy(logits[m], y[m]) if mask.any() else None, "RA": accuracy(logits[~m], y[~m]),
+                 "TA": accuracy(test_logits, ty), "MIA": mia_score(clf, conf[mask]) if mask.any() else None}
         per = {}
         for rid, ids in resolved.items():
             if not ids:
@@ -65,7 +67,7 @@ def plot_batch(evaluation: dict[str, Any], conflict: list, out: Path) -> list[Pa
     w = 0.38
     xs = np.arange(len(keys))
     for i, (name, color) in enumerate((("parent", "#999999"), ("new", "#1f77b4"))):
-        vals = [evaluation[name][k] for k in keys]
+        vals = [np.nan if evaluation[name][k] is None else evaluation[name][k] for k in keys]
         bars = ax.bar(xs + (i - 0.5) * w, vals, w, label=f"{name}", color=color)
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(xs, keys)

@@ -127,7 +127,8 @@ def rollback(ledger: Ledger, registry: Registry, to: int | None, force: bool, lo
     Requests not yet purged (their samples are still in the store) and a batch waiting for
     serving to confirm the version rolled away from are put back to pending, so the next
     night forgets them again from the new champion. Purged requests cannot be unlearned
-    again (their samples are gone): their audit records say the version serves them again."""
+    (their samples are gone from the store): the next night sees a champion holding their
+    data and retrains it from scratch on the store without them (`forgotten_again`)."""
     champion = registry.champion()
     if champion is None:
         raise UserError("no champion model yet: run `unlearn init --dataset NAME` first")
@@ -169,8 +170,8 @@ def rollback(ledger: Ledger, registry: Registry, to: int | None, force: bool, lo
         if held:
             log(f"WARNING: v{to} holds the data of {len(held)} deletion requests; it is champion now because of "
                 f"--force. {len(again)} not yet purged are queued again for the next night"
-                + (f"; {len(purged)} purged ones cannot be unlearned again (their samples are gone): their "
-                   f"audit records say v{to} serves their data" if purged else ""))
+                + (f"; {len(purged)} purged ones cannot be unlearned (their samples are gone): the next "
+                   f"night retrains from scratch without them" if purged else ""))
     finally:
         ledger.release_lock(NIGHTLY_LOCK, owner)
     log(f"champion: v{champion} -> v{to}")

@@ -14,6 +14,8 @@ Defaults, and why:
   allowance is large (~20 points): a tiny request cannot be told apart from chance,
   which is the honest answer, and it is why MIA and per-request accuracy are recorded.
 - Every weight finite; the metrics themselves finite.
+- No forget set (a retrain that forgets purged requests again, whose samples are gone):
+  the forget-accuracy and MIA gates do not apply; TA, RA and finite weights still do.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def check(new: dict[str, float], parent: dict[str, float], n_forget: int, cfg: G
     gate("ta_drop", drop, cfg.max_ta_drop, drop <= cfg.max_ta_drop, "TA(parent) - TA(new) <= max_ta_drop")
     drop = parent["RA"] - new["RA"]
     gate("ra_drop", drop, cfg.max_ra_drop, drop <= cfg.max_ra_drop, "RA(parent) - RA(new) <= max_ra_drop")
+    if n_forget == 0:  # a retrain forgetting only purged requests again: no forget set to gate on
+        return gates
     fa, limit = 100.0 - new["UA"], forget_allowance(new["TA"], n_forget, cfg)
     gate("forget_accuracy", fa, limit, fa <= limit, "100 - UA <= TA + forget_margin + z * binomial s.e.")
     gate("mia", new["MIA"], cfg.min_mia, new["MIA"] >= cfg.min_mia, "MIA-Efficacy >= min_mia")

@@ -447,25 +447,31 @@ class Ledger:
             b = s.scalar(select(Batch).where(Batch.state.not_in(("done", "failed"))).order_by(Batch.started_at))
             return _batch_dict(b) if b else None
 
-    def start_batch(self, batch_id: str, parent_version: int,
-                    request_ids: Iterable[str] | None = None) -> dict[str, Any] | None:
+    def start_batch(self, batch_id: str, parent_version: int, request_ids: Iterable[str] | None = None,
+                    reforget: Iterable[str] = ()) -> dict[str, Any] | None:
         """Claim the pending requests (all, or those of `request_ids` still pending) for a new
-        batch; None when there are none."""
+        batch; None when there are none.
+
+        `reforget`: purged requests whose data the parent still holds (it became champion
+        by a forced rollback). Such a batch retrains from scratch, so it starts even when
+        it claims no pending request; its detail keeps them for a resumed run."""
+        reforget = sorted(reforget)
         with self.session.begin() as s:
             q = select(Request).where(Request.status == "pending").order_by(Request.received_at, Request.id)
             if request_ids is not None:
                 q = q.where(Request.id.in_(list(request_ids)))
             reqs = list(s.scalars(q))
-            if not reqs:
+            if not reqs and not reforget:
                 return None
             t = now()
             b = Batch(id=batch_id, state="open", request_ids=[r.id for r in reqs], started_at=t, updated_at=t,
-                      parent_version=parent_version, detail={})
+                      parent_version=parent_version, detail={"reforget": reforget} if reforget else {})
             s.add(b)
             for r in reqs:
                 r.batch_id, r.status_reason = batch_id, None
             s.add(Event(at=t, batch_id=batch_id, event="batch_started",
-                        detail={"requests": len(reqs), "parent_version": parent_version}))
+                        detail={"requests": len(reqs), "parent_version": parent_version,
+                                **({"reforget": len(reforget)} if reforget else {})}))
             s.flush()
             return _batch_dict(b)
 

@@ -165,12 +165,24 @@ def test_rollback_refuses_versions_with_purged_data_and_grace_deletes_them(deplo
     assert registry.champion() == champion
     held_by_v1 = len(contained_purged(registry, ledger, 1))
     assert held_by_v1 >= 1
+    capsys.readouterr()
     assert cli.main(["rollback", "--to", "1", "--force"]) == 0
     assert registry.champion() == 1
+    assert "the next night retrains from scratch without them" in capsys.readouterr().out
     forced = [e for e in ledger.events() if e["event"] == "served_again_by_forced_rollback"]
     assert len(forced) == held_by_v1  # one per purged request, in its audit trail
-    assert cli.main(["rollback", "--to", str(champion)]) == 0  # it excludes everything: allowed
-    holding = [v["version"] for v in registry.versions() if v["version"] != champion
+    # Requests earlier tests left pending (one that fails the gates alone) are set aside:
+    # this night must be the retrain alone.
+    ledger.reject({r["request_id"]: "set aside by the rollback test" for r in ledger.list("pending")})
+    assert cli.main(["nightly"]) == 0  # no pending request, but v1 holds purged data: a retrain
+    retrained = registry.champion()
+    assert retrained > champion and registry.tags(retrained).method == "retrain"
+    assert contained_purged(registry, ledger, retrained) == []
+    again = {e["request_id"] for e in ledger.events() if e["event"] == "forgotten_again"}
+    assert again == {e["request_id"] for e in forced}  # each one's audit trail says so
+    assert cli.main(["nightly"]) == 0 and registry.champion() == retrained  # and only once
+    assert "no pending deletion requests" in capsys.readouterr().out
+    holding = [v["version"] for v in registry.versions() if v["version"] != retrained
                and not v["tags"].get("weights_deleted_at") and contained_purged(registry, ledger, v["version"])]
     assert 1 in holding
     (home.train_runs / "unlearn-crashed-run" / "checkpoint_000000").mkdir(parents=True)  # a crashed run's
@@ -178,7 +190,7 @@ def test_rollback_refuses_versions_with_purged_data_and_grace_deletes_them(deplo
     # after grace 0, no copy of those versions' weights is left anywhere the project wrote
     assert weights_left_of(registry, holding, [home.root, Path(tempfile.gettempdir())]) == []
     assert not list(home.train_runs.iterdir())
-    assert registry.load(champion)
+    assert registry.load(retrained)
     with pytest.raises(Exception, match="deleted"):
         registry.load(1)
     assert cli.main(["rollback", "--to", "1", "--force"]) == 2

@@ -37,3 +37,11 @@ def test_small_forget_sets_get_a_binomial_allowance():
     # 10 000 samples: the allowance shrinks to ~0.5 points above TA + margin
     assert abs(forget_allowance(92.0, 10_000, cfg) - (92.0 + 5.0 + 2 * 100 * math.sqrt(0.92 * 0.08 / 10_000))) < 1e-9
     assert forget_allowance(92.0, 10_000, GateConfig(binomial_z=0, forget_margin=0)) == 92.0
+
+
+def test_no_forget_set_gates_quality_only():
+    """A retrain that forgets purged requests again has no forget set: UA and MIA are None
+    and only the quality gates apply (a TA drop still fails)."""
+    new = {"UA": None, "RA": 99.0, "TA": 91.5, "MIA": None}
+    assert passed(check(new, PARENT, 0, GateConfig())) == {"weights_finite": True, "ta_drop": True, "ra_drop": True}
+    assert not all(passed(check({**new, "TA": 80.0}, PARENT, 0, GateConfig())).values())
