@@ -104,8 +104,4 @@ def test_forget_on_two_ray_workers_writes_a_checkpoint_with_lineage(tmp_path):
     assert metrics["workers"] == 2 and metrics["plan"]["replicate_forget"]  # 6 samples: replicated, not split
     assert metrics["weight_divergence"] == 0.0
     assert metrics["RA"] > 90  # forgetting 6 samples keeps the rest
-    # Starting from the written checkpoint works too (a second deletion on top of the first).
-    again = unlearn("forget", "--dataset", "digits", "--samples", "digits-train-000100", "--method", "finetune",
-                    "--from", str(out / "model"), "--out", str(tmp_path / "again"), home=tmp_path / "home", timeout=400)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert load_checkpoint(tmp_path / "again" / "model")[1]["lineage"]["parent"]["checkpoint"] == str(out / "model")
+    # (Starting from a written checkpoint, `--from`: tests/integration, on the shared Ray.)

@@ -295,6 +295,11 @@ def test_forget_starts_from_the_champion_and_changes_no_state(deployment, tmp_pa
                ROOT / "pipeline/configs/digits.yaml", log=lambda *a: None)
     lineage = load_checkpoint(tmp_path / "out" / "model")[1]["lineage"]
     assert lineage["parent"]["model_version"] == champion
+    # from the checkpoint it wrote (`--from`): a second deletion on top of the first
+    run_forget("digits", "samples:digits-train-000100", "finetune", tmp_path / "again", home.root, RayOptions(),
+               ROOT / "pipeline/configs/digits.yaml", start_from=tmp_path / "out" / "model", log=lambda *a: None)
+    again = load_checkpoint(tmp_path / "again" / "model")[1]["lineage"]
+    assert again["parent"]["checkpoint"] == str(tmp_path / "out" / "model") and again["forget_count"] == 1
     assert registry.champion() == champion and store_ids(home) == before and ledger.list() == requests
 
 
