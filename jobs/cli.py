@@ -328,6 +328,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return serve.stop(home)
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port")
+    if not args.route_prefix.startswith("/") or any(c in args.route_prefix for c in "?#{} "):
+        raise UserError(f"--route-prefix {args.route_prefix!r}: a URL path starting with '/', e.g. /unlearn")
     if args.replicas < 1 or args.max_batch_size < 1 or not 0 < args.poll_s < float("inf") \
             or not 0 < args.target_ongoing < float("inf"):
         raise UserError("--replicas and --max-batch-size must be at least 1, --poll-s and --target-ongoing positive")
@@ -344,7 +346,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.detach:
         return serve.detach(home, args.argv)
     return serve.run_serve(home, args.host, args.port, args.replicas, args.poll_s, args.max_batch_size, args.address,
-                           autoscaling=autoscaling)
+                           autoscaling=autoscaling, route_prefix=args.route_prefix)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -369,6 +371,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ray-unlearn")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pipeline.config import describe
     from pipeline.ops.gates import GateConfig
@@ -382,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=type("TopHelp", (HelpFormatter, argparse.RawDescriptionHelpFormatter), {}),
         epilog=ENVIRONMENT,
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                   help="print the installed version and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     b = sub.add_parser("bench", help="run methods against the retrain oracle and write results.json, report.md, plots",
@@ -526,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --autoscale: ongoing requests per replica Serve aims for")
     sv.add_argument("--poll-s", type=float, default=1.0, help="seconds between checks of the champion alias")
     sv.add_argument("--max-batch-size", type=int, default=32, help="requests batched into one forward pass")
+    sv.add_argument("--route-prefix", default="/", help="URL path the application answers under (Serve's route_prefix)")
     sv.add_argument("--address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
     sv.add_argument("--detach", action="store_true", help="run in the background and return once it serves")
     sv.add_argument("--stop", action="store_true", help="stop the background server of this $UNLEARN_HOME")

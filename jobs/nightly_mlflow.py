@@ -132,7 +132,8 @@ def model_card_md(name: str, card: dict[str, Any], lineage: Lineage, evaluation:
 - Method: {lineage.method} (config hash {lineage.config_hash}), batch {lineage.batch_id}
 - Forgets: {len(lineage.request_ids)} deletion requests, {evaluation['n_forget']} samples; it excludes
   {len(lineage.excluded_requests)} requests in all, counting its ancestors
-- Weights: `model/model.safetensors` (safetensors; SHA-256 in the version tag `weights_sha256`)
+- Weights: `model/artifacts/checkpoint/model.safetensors` (safetensors; SHA-256 in the version tag
+  `weights_sha256`); `model/` is an MLflow pyfunc model (`mlflow.pyfunc.load_model("models:/{name}@champion")`)
 
 | metric | parent | this version |
 |---|---|---|

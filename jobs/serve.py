@@ -25,9 +25,9 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.ops.home import Home
 from pipeline.ops.ledger import pid_alive
+from serving.board import APP_NAME  # the one name the nightly looks for
 
 SERVING_FILE = "serving.json"
-APP_NAME = "unlearn"
 
 
 def port_free(host: str, port: int) -> bool:
@@ -61,13 +61,12 @@ def write_serving_info(home: Home, url: str, pid: int | None = None) -> None:
 
 
 def start_app(home: Home, host: str, port: int, replicas: int, poll_s: float, max_batch_size: int,
-              address: str | None = None, log=print, autoscaling: dict | None = None) -> str:
+              address: str | None = None, log=print, autoscaling: dict | None = None, route_prefix: str = "/") -> str:
     """Deploy the app on the connected (or a new local) Ray; return its URL once healthy."""
     from ray import serve
 
     from pipeline.ray.cluster import check_reachable, connect
-    from serving.app import build_app
-    from serving.token import resolve_token, token_sha256
+    from serving.app import AppArgs, build
 
     state = home.state()
     if home.registry().champion() is None:
@@ -75,15 +74,14 @@ def start_app(home: Home, host: str, port: int, replicas: int, poll_s: float, ma
     if not port_free(host, port):
         raise UserError(f"port {port} on {host} is taken: stop what uses it or pass --port")
     check_reachable(address)  # before the token file is created: a mistake changes nothing
-    token = resolve_token(home.root)
     most = autoscaling["max_replicas"] if autoscaling else replicas
     connect(address, num_cpus=max(os.cpu_count() or 1, most + 2))  # a CPU per replica, and some to spare
     serve.start(http_options={"host": host, "port": port})
-    settings = {"tracking_uri": home.tracking_uri, "model_name": state["model_name"], "artifacts": str(home.artifacts),
-                "ledger_url": home.ledger_url, "token_sha256": token_sha256(token), "poll_s": poll_s,
-                "max_batch_size": max_batch_size}
-    serve.run(build_app(settings, replicas, autoscaling), name=APP_NAME, route_prefix="/")
-    url = f"http://{host}:{port}"
+    args = AppArgs(home=str(home.root), replicas=replicas, poll_s=poll_s, max_batch_size=max_batch_size,
+                   **({k: autoscaling[k] for k in ("min_replicas", "max_replicas", "target_ongoing_requests")}
+                      if autoscaling else {}))
+    serve.run(build(args), name=APP_NAME, route_prefix=route_prefix)
+    url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -98,10 +96,10 @@ def start_app(home: Home, host: str, port: int, replicas: int, poll_s: float, ma
 
 
 def run_serve(home: Home, host: str, port: int, replicas: int, poll_s: float, max_batch_size: int,
-              address: str | None, log=print, autoscaling: dict | None = None) -> int:
+              address: str | None, log=print, autoscaling: dict | None = None, route_prefix: str = "/") -> int:
     from ray import serve
 
-    url = start_app(home, host, port, replicas, poll_s, max_batch_size, address, log, autoscaling)
+    url = start_app(home, host, port, replicas, poll_s, max_batch_size, address, log, autoscaling, route_prefix)
     path = home.root / SERVING_FILE
     write_serving_info(home, url)
     stop = threading.Event()
@@ -112,14 +110,15 @@ def run_serve(home: Home, host: str, port: int, replicas: int, poll_s: float, ma
         stop.wait()
     finally:
         path.unlink(missing_ok=True)
-        serve.shutdown()
+        # this application only: on a shared cluster, other teams' Serve apps keep running
+        serve.delete(APP_NAME)
         log("stopped")
     return 0
 
 
 def detach(home: Home, argv: list[str], log=print) -> int:
     """Start `unlearn serve` (without --detach) in its own session; return once it serves."""
-    if (info := serving_info(home)) and pid_alive(info["pid"]):
+    if (info := serving_info(home)) and pid_alive(info["pid"]) and is_our_server(info["pid"]):
         raise UserError(f"already serving on {info['url']} (pid {info['pid']}); `unlearn serve --stop` first")
     home.root.mkdir(parents=True, exist_ok=True)
     logfile = open(home.root / "serve.log", "ab")
@@ -141,12 +140,28 @@ def detach(home: Home, argv: list[str], log=print) -> int:
     raise UserError("the server did not come up within 180 s; see " + str(home.root / "serve.log"))
 
 
+def is_our_server(pid: int) -> bool:
+    """Whether `pid` still runs `unlearn serve`: after a SIGKILL, serving.json stays behind
+    and the pid may belong to any process since. Unverifiable (no /proc): assumed ours."""
+    try:
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    except FileNotFoundError:
+        return not os.path.isdir("/proc")
+    except OSError:
+        return False
+    return b"serve" in cmdline and any(b"jobs.cli" in part or part.endswith(b"unlearn") for part in cmdline)
+
+
 def stop(home: Home, log=print) -> int:
     info = serving_info(home)
-    if not info:
-        raise UserError(f"nothing is serving from {home.root}")
+    if not info:  # the state asked for already holds: cleanup scripts call this unconditionally
+        log(f"nothing is serving from {home.root}")
+        return 0
     pid = info["pid"]
-    if pid_alive(pid):
+    if pid_alive(pid) and not is_our_server(pid):
+        log(f"pid {pid} of {home.root / SERVING_FILE} is another program now (the server died without "
+            f"cleaning up): not signalled; the stale file is removed")
+    elif pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 60
         while pid_alive(pid) and time.monotonic() < deadline:

@@ -292,3 +292,45 @@ class ModelServer:
 def build_app(settings: dict[str, Any], num_replicas: int | str = 1, autoscaling: dict | None = None):
     options: dict[str, Any] = {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": num_replicas}
     return ModelServer.options(**options).bind(settings)
+
+
+class AppArgs(BaseModel):
+    """The application's arguments, for `serve run serving.app:build home=...` and the
+    `args:` of a Serve config file (Serve validates them against this model)."""
+
+    model_config = ConfigDict(extra="forbid")
+    home: str | None = Field(None, description="the deployment's $UNLEARN_HOME (default: the environment's)")
+    replicas: int = Field(1, ge=1, description="model replicas (fixed; see min/max_replicas)")
+    min_replicas: int | None = Field(None, ge=1, description="autoscale from this many replicas ...")
+    max_replicas: int | None = Field(None, ge=1, description="... to this many")
+    target_ongoing_requests: float = Field(8.0, gt=0, description="autoscaling: ongoing requests per replica")
+    poll_s: float = Field(1.0, gt=0, le=3600, description="seconds between checks of the champion alias")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="requests batched into one forward pass")
+
+
+def settings_for(home, poll_s: float, max_batch_size: int) -> dict[str, Any]:
+    """What every replica needs, read from the deployment (never the token itself: its hash)."""
+    from serving.token import resolve_token, token_sha256
+
+    state = home.state()
+    return {"tracking_uri": home.tracking_uri, "model_name": state["model_name"], "artifacts": str(home.artifacts),
+            "ledger_url": home.ledger_url, "token_sha256": token_sha256(resolve_token(home.root)), "poll_s": poll_s,
+            "max_batch_size": max_batch_size}
+
+
+def build(args: AppArgs):
+    """The Serve application of a deployment: `serve run serving.app:build home=/srv/unlearn`,
+    or `import_path: serving.app:build` in a Serve config (`serve deploy`, a RayService).
+    `unlearn serve` builds the same application."""
+    from pipeline.ops.home import Home
+
+    if isinstance(args, dict):  # called directly rather than through Serve's validation
+        args = AppArgs.model_validate(args)
+    if (args.min_replicas is None) != (args.max_replicas is None) or \
+            (args.min_replicas or 0) > (args.max_replicas or 0):
+        raise ValueError("give both min_replicas and max_replicas, with min <= max, to autoscale")
+    home = Home.from_env(args.home)
+    autoscaling = None if args.min_replicas is None else {
+        "min_replicas": args.min_replicas, "max_replicas": args.max_replicas,
+        "target_ongoing_requests": args.target_ongoing_requests}
+    return build_app(settings_for(home, args.poll_s, args.max_batch_size), args.replicas, autoscaling)

@@ -178,3 +178,53 @@ def postgres():
     server = PostgresServer(bindir)
     yield server
     server.stop()
+
+
+class MlflowServer:
+    """A real `mlflow server` on loopback: a PostgreSQL backend store, artifacts served
+    (proxied) from a folder of its own, as a platform team runs it."""
+
+    def __init__(self, backend_uri: str, root: Path):
+        import socket
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url, self.artifacts = f"http://127.0.0.1:{port}", root / "server-artifacts"
+        self.log = open(root / "mlflow-server.log", "w")
+        self.proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+                                      backend_uri, "--artifacts-destination", str(self.artifacts), "--serve-artifacts",
+                                      "-h", "127.0.0.1", "-p", str(port), "--workers", "1"],
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2):
+                    return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("mlflow server did not come up: " + (root / "mlflow-server.log").read_text()[-2000:])
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        import signal
+
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(30)
+        except (ProcessLookupError, OSError):
+            pass
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres, tmp_path_factory):
+    server = MlflowServer(postgres.new_database(), tmp_path_factory.mktemp("mlflow-server"))
+    yield server
+    server.stop()

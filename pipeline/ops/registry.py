@@ -1,11 +1,15 @@
 """MLflow at the edge: every model version, its lineage, and the `champion` alias.
 
-A version's artifact is a plain directory, `model/` = `model.safetensors` + `model.json`
-(the card that says how to rebuild the network), beside `lineage.json`, the evaluation
-JSON and plots. No MLflow flavour: `mlflow.pytorch` would pickle (or torch.export) the
-model, and the next unlearning round wants a plain state_dict anyway. Loading a version
+A version's artifact `model/` is an MLflow pyfunc model, written as code
+(`pipeline/ops/pyfunc_model.py`, nothing pickled): `MLmodel` with a signature, an input
+example and pip requirements, and `artifacts/checkpoint/` = `model.safetensors` +
+`model.json` (the card that says how to rebuild the network), beside `lineage.json`, the
+evaluation JSON and plots. `mlflow.pyfunc.load_model("models:/NAME@champion")` and
+`mlflow models serve` open it; `mlflow.pytorch` would pickle (or torch.export) the model,
+and the next unlearning round wants a plain state_dict anyway. Loading a version here
 verifies the weights' SHA-256 against the version's tag, then reads them with
-safetensors: nothing is ever unpickled.
+safetensors: nothing is ever unpickled. (Versions registered before the pyfunc layout
+hold the checkpoint directly in `model/`; both load.)
 
 The driver owns each run (Ray Train's `setup_mlflow` on a worker leaves runs RUNNING);
 the client API is used, not the fluent one, so no global "active run" leaks between
@@ -29,6 +33,10 @@ from pipeline.ops.lineage import Lineage, VersionTags
 
 CHAMPION = "champion"
 TAG_LIMIT = 5000  # MLflow caps tag values; longer lists go to lineage.json only
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+# What the pyfunc model imports from this project: the pure PyTorch model code, shipped
+# with every version so MLflow loads it where this package is not installed.
+SHIPPED_MODULES = ("__init__.py", "errors.py", "models.py")
 
 
 def file_sha256(path: Path) -> str:
@@ -37,6 +45,63 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def is_server(tracking_uri: str) -> bool:
+    """An MLflow tracking server (rather than a store this process opens itself)."""
+    return tracking_uri.split(":", 1)[0].lower() in ("http", "https", "databricks")
+
+
+def checkpoint_of(directory: Path) -> Path:
+    """The checkpoint folder inside a downloaded version: `artifacts/checkpoint/` of the
+    pyfunc model, or the folder itself for a version from before the pyfunc layout."""
+    inner = Path(directory) / "artifacts" / "checkpoint"
+    return inner if inner.is_dir() else Path(directory)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name in ("mlflow", "torch", "safetensors", "numpy"):
+        try:
+            out.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            out.append(name)
+    return out
+
+
+def save_pyfunc(path: Path, model: nn.Module, card: dict[str, Any]) -> str:
+    """Write `model` as an MLflow pyfunc model at `path`; returns the weights' SHA-256.
+
+    The signature is the served contract: rows of prod(input_shape) float32 in, one int64
+    class per row out. The input example is synthetic (zeros), never a real sample: it
+    would be a copy of someone's data inside every version, out of reach of a deletion."""
+    import shutil
+
+    import mlflow
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    import pipeline
+
+    features = int(np.prod(card["input_shape"]))
+    example = np.zeros((2, features), np.float32)
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, features))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]))
+    with tempfile.TemporaryDirectory() as d:
+        save_checkpoint(Path(d) / "checkpoint", model, card)
+        digest = file_sha256(Path(d) / "checkpoint" / "model.safetensors")
+        code = Path(d) / "code" / "pipeline"
+        code.mkdir(parents=True)
+        for name in SHIPPED_MODULES:
+            shutil.copy(Path(pipeline.__file__).with_name(name), code / name)
+        mlflow.pyfunc.save_model(str(path), python_model=str(PYFUNC_CODE),
+                                 artifacts={"checkpoint": str(Path(d) / "checkpoint")}, code_paths=[str(code)],
+                                 signature=signature, input_example=example, pip_requirements=_requirements(),
+                                 model_config={"weights_sha256": digest})
+    return digest
 
 
 def _mlflow_error(uri: str, e: Exception) -> str:
@@ -63,7 +128,7 @@ class Registry:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         import logging
 
-        for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):  # schema set-up chatter on stderr
+        for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration", "mlflow.pyfunc"):  # chatter on stderr
             logging.getLogger(noisy).setLevel(logging.WARNING)
         import mlflow
         from mlflow import MlflowClient
@@ -76,9 +141,12 @@ class Registry:
             self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
             exp = self.client.get_experiment_by_name(experiment or model_name)
             if exp is None:
-                Path(artifacts).mkdir(parents=True, exist_ok=True)
+                location = None  # a tracking server: its own artifact store, which every machine reaches
+                if not is_server(tracking_uri):  # a store on this machine (or a bare database): artifacts beside it
+                    Path(artifacts).mkdir(parents=True, exist_ok=True)
+                    location = Path(artifacts).resolve().as_uri()
                 self.experiment_id = self.client.create_experiment(experiment or model_name,
-                                                                   artifact_location=Path(artifacts).resolve().as_uri())
+                                                                   artifact_location=location)
             else:
                 self.experiment_id = exp.experiment_id
         except Exception as e:  # unreachable server, bad scheme, a store MLflow cannot open
@@ -126,14 +194,13 @@ class Registry:
 
     def register(self, run_id: str, model: nn.Module, card: dict[str, Any], lineage: Lineage,
                  extra_dir: Path | None = None) -> int:
-        """Log weights + card (+ lineage.json, + extra_dir's files) to the run and create a
-        model version from them. The version's tags carry the lineage and the weights' hash.
-        One version per run: a second one would overwrite the first one's files."""
+        """Log the model as a pyfunc model (+ lineage.json, + extra_dir's files) to the run
+        and create a model version from it. The version's tags carry the lineage and the
+        weights' hash. One version per run: a second one would overwrite the first one's files."""
         if self.client.list_artifacts(run_id, "model"):
             raise RuntimeError(f"run {run_id} already holds a registered model; start a new run per version")
         with tempfile.TemporaryDirectory() as d:
-            save_checkpoint(Path(d) / "model", model, card)
-            digest = file_sha256(Path(d) / "model" / "model.safetensors")
+            digest = save_pyfunc(Path(d) / "model", model, card)
             (Path(d) / "lineage.json").write_text(json.dumps(lineage.document(), indent=2))
             self.client.log_artifacts(run_id, str(Path(d) / "model"), "model")
             self.client.log_artifact(run_id, str(Path(d) / "lineage.json"))
@@ -210,7 +277,7 @@ class Registry:
         # Downloaded into a folder removed on return: a replica swapping versions all day
         # leaves no copies in /tmp (a version's weights may have to be deleted later).
         with tempfile.TemporaryDirectory(prefix="unlearn-load-") as d:
-            directory = self.download(version, Path(d))
+            directory = checkpoint_of(self.download(version, Path(d)))
             weights = directory / "model.safetensors"
             expected = VersionTags.from_tags(info["tags"]).weights_sha256
             if not weights.exists() or expected is None or file_sha256(weights) != expected:

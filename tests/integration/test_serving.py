@@ -3,6 +3,7 @@ bad versions), and the user's whole path: POST a deletion, `unlearn nightly`, se
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,6 +84,54 @@ def test_predictions_match_the_champion_and_name_its_version(served):
     expected = model.eval()(torch.tensor(x).reshape(len(x), *card["input_shape"])).argmax(1).tolist()
     status, out = call("POST", "/predict", {"instances": x})
     assert status == 200 and out["predictions"] == expected and out["model_version"] == str(registry.champion())
+
+
+def test_mlflow_loads_and_serves_the_champion_as_a_pyfunc_model(served, monkeypatch, tmp_path):
+    """MLflow's own tooling opens a registered version: `mlflow.pyfunc.load_model` predicts
+    what `/predict` answers, and `mlflow models serve` answers the same payload on loopback.
+    The model runs the project code shipped with it (code_paths), not the installed one."""
+    import socket
+
+    import mlflow
+
+    home, _, registry, _ = served
+    x, _ = digits_instances(home)
+    status, out = call("POST", "/predict", {"instances": x})
+    assert status == 200
+    uri = f"models:/{registry.name}@champion"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.uri)
+    model = mlflow.pyfunc.load_model(uri)
+    assert model.predict(np.asarray(x, dtype=np.float32)).tolist() == out["predictions"]
+    assert model.metadata.get_input_schema().inputs[0].shape == (-1, len(x[0]))
+    example = json.loads((Path(mlflow.artifacts.download_artifacts(f"{uri}/input_example.json", dst_path=str(tmp_path)))
+                          ).read_text())
+    assert not np.asarray(example["data"]).any()  # synthetic: no one's sample inside a version
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry.uri}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", uri,
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:] if proc.poll() else ""
+            time.sleep(0.5)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps({"instances": x}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert json.loads(r.read())["predictions"] == out["predictions"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
 
 
 def malformed(token, n_features):

@@ -23,7 +23,7 @@ def test_every_command_says_what_it_does_and_its_defaults():
         text = p.format_help()
         assert "(default: None)" not in text and "(default: False)" not in text, path
         for a in p._actions:
-            if not a.option_strings or a.required or isinstance(a, argparse._HelpAction):
+            if not a.option_strings or a.required or isinstance(a, (argparse._HelpAction, argparse._VersionAction)):
                 continue
             if isinstance(a, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
                 continue  # a flag's default is "off"

@@ -35,3 +35,21 @@ def test_systemd_units_parse():
     service = configparser.ConfigParser(interpolation=None, strict=False)
     service.read_string((DEPLOY / "systemd/unlearn-nightly.service").read_text())
     assert "--submission-id" in service["Service"]["ExecStart"] and "unlearn nightly" in service["Service"]["ExecStart"]
+
+
+def test_the_serve_config_is_valid_for_serve_and_for_the_builder():
+    """`serve deploy` would accept it (Serve's own schema), and its args are the builder's
+    (an unknown or out-of-range key fails here, not on the cluster)."""
+    import pytest
+    from ray.serve.schema import ServeDeploySchema
+
+    from serving.app import AppArgs
+    from serving.board import APP_NAME
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load((DEPLOY / "serve/serve-config.yaml").read_text()))
+    [app] = config.applications
+    assert app.name == APP_NAME and app.import_path == "serving.app:build"
+    args = AppArgs.model_validate(app.args)
+    assert args.min_replicas <= args.max_replicas
+    with pytest.raises(ValueError):
+        AppArgs.model_validate({**app.args, "replica": 2})

@@ -2,13 +2,14 @@
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
 from pipeline.errors import UserError
 from pipeline.models import build_model
 from pipeline.ops.lineage import Lineage
-from pipeline.ops.registry import Registry
+from pipeline.ops.registry import Registry, checkpoint_of
 
 CARD = {"arch": "mlp", "model_kwargs": {"hidden": 8}, "input_shape": [4], "num_classes": 3}
 
@@ -57,18 +58,27 @@ def test_loading_never_unpickles(registry, monkeypatch):
     monkeypatch.setattr(pickle, "Unpickler", refuse)
     monkeypatch.setattr(torch, "load", refuse)
     registry.load(v)  # safetensors + JSON only
-    files = {p.name for p in (registry.download(v)).iterdir()}
-    assert files == {"model.safetensors", "model.json"}
+    assert {p.name for p in checkpoint_of(registry.download(v)).iterdir()} == {"model.safetensors", "model.json"}
+    assert (registry.download(v) / "MLmodel").exists()  # an MLflow pyfunc model, as code
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(registry.version(v)["source"])  # MLflow's loader unpickles nothing either
+    x = np.random.default_rng(0).random((3, 4), dtype=np.float32)
+    assert model.predict(x).tolist() == registry.load(v)[0].eval()(torch.from_numpy(x)).argmax(1).tolist()
 
 
 def test_tampered_or_deleted_weights_are_refused(registry):
     v, _ = register(registry, 1)
-    weights = registry.download(v) / "model.safetensors"
+    weights = checkpoint_of(registry.download(v)) / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(UserError, match="SHA-256"):
         registry.load(v)
+    import mlflow
+
+    with pytest.raises(Exception, match="SHA-256"):  # MLflow's loader checks it too
+        mlflow.pyfunc.load_model(registry.version(v)["source"])
     registry.delete_weights(v, "2026-01-01")
     with pytest.raises(UserError, match="deleted"):
         registry.load(v)
