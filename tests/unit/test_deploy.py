@@ -12,7 +12,9 @@ def test_kuberay_manifests_parse():
     docs = list(yaml.safe_load_all((DEPLOY / "kuberay/raycluster.yaml").read_text()))
     kinds = {d["kind"]: d for d in docs}
     assert set(kinds) == {"RayCluster", "PersistentVolumeClaim"}
-    gpu = kinds["RayCluster"]["spec"]["workerGroupSpecs"][0]
+    groups = {g["groupName"]: g for g in kinds["RayCluster"]["spec"]["workerGroupSpecs"]}
+    assert groups["cpu"]["minReplicas"] >= 1  # Serve replicas have somewhere to run (the head has 0 CPUs)
+    gpu = groups["gpu"]
     assert gpu["minReplicas"] == 0 and gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
     assert kinds["PersistentVolumeClaim"]["spec"]["accessModes"] == ["ReadWriteMany"]
     cron = yaml.safe_load((DEPLOY / "kuberay/nightly-cronjob.yaml").read_text())
@@ -53,3 +55,38 @@ def test_the_serve_config_is_valid_for_serve_and_for_the_builder():
     assert args.min_replicas <= args.max_replicas
     with pytest.raises(ValueError):
         AppArgs.model_validate({**app.args, "replica": 2})
+
+
+def test_the_rayservice_serves_the_shipped_serve_config():
+    """The RayService's serveConfigV2 is deploy/serve/serve-config.yaml (kept in step here),
+    its spec uses RayService fields only, and the replicas have a CPU group to run on."""
+    service = yaml.safe_load((DEPLOY / "kuberay/rayservice.yaml").read_text())
+    assert service["kind"] == "RayService" and service["apiVersion"] == "ray.io/v1"
+    assert set(service["spec"]) <= {"serveConfigV2", "rayClusterConfig", "upgradeStrategy", "serviceUnhealthySecondThreshold",
+                                    "deploymentUnhealthySecondThreshold", "serveService", "excludeHeadPodFromServeSvc"}
+    assert yaml.safe_load(service["spec"]["serveConfigV2"]) == yaml.safe_load(
+        (DEPLOY / "serve/serve-config.yaml").read_text())
+    cluster = service["spec"]["rayClusterConfig"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # no replica on the head
+    [cpu] = cluster["workerGroupSpecs"]
+    assert cpu["minReplicas"] >= 1 and "nvidia.com/gpu" not in cpu["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_the_image_and_the_secret_match_what_the_manifests_read():
+    """The Dockerfile builds on the Ray version the project pins, in a CPU and a GPU
+    target; the Secret holds every key a manifest reads from it."""
+    import re
+
+    pinned = re.search(r'"ray\[[^\]]*\]==([\d.]+)"', (DEPLOY.parent / "pyproject.toml").read_text()).group(1)
+    dockerfile = (DEPLOY / "docker/Dockerfile").read_text()
+    assert f"ARG RAY_VERSION={pinned}" in dockerfile
+    assert re.findall(r"^FROM rayproject/ray:\$\{RAY_VERSION\}-py311-(\w+) AS (\w+)", dockerfile, re.M) == \
+        [("cpu", "cpu"), ("gpu", "gpu")]
+    secret = yaml.safe_load((DEPLOY / "kuberay/secret.example.yaml").read_text())
+    keys = set(secret["stringData"])
+    read = set()
+    for name in ("raycluster.yaml", "rayservice.yaml", "nightly-cronjob.yaml"):
+        text = (DEPLOY / "kuberay" / name).read_text()
+        read |= set(re.findall(r"secretKeyRef: \{name: ray-unlearn, key: ([\w-]+)", text))
+    assert read and read <= keys
+    assert {"UNLEARN_LEDGER_URL", "MLFLOW_TRACKING_URI", "UNLEARN_TOKEN"} <= keys  # envFrom in the RayService
