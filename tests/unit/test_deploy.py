@@ -90,3 +90,33 @@ def test_the_image_and_the_secret_match_what_the_manifests_read():
         read |= set(re.findall(r"secretKeyRef: \{name: ray-unlearn, key: ([\w-]+)", text))
     assert read and read <= keys
     assert {"UNLEARN_LEDGER_URL", "MLFLOW_TRACKING_URI", "UNLEARN_TOKEN"} <= keys  # envFrom in the RayService
+
+
+def kubernetes_objects():
+    """Every core Kubernetes object in deploy/kuberay, and each KubeRay pod template as the
+    core PodTemplate it is (containers, env, volumes: the parts kubectl would check)."""
+    for path in sorted((DEPLOY / "kuberay").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc["apiVersion"].startswith("ray.io/"):
+                spec = doc["spec"].get("rayClusterConfig", doc["spec"])
+                for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+                    yield f"{path.name} {group.get('groupName', 'head')}", {
+                        "apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
+                        "template": group["template"]}
+            else:
+                yield f"{path.name} {doc['kind']}", doc
+
+
+def test_every_kubernetes_object_validates_against_the_kubernetes_schema():
+    import pytest
+    from kubernetes_validate import ValidationError, validate
+
+    checked = []
+    for name, obj in kubernetes_objects():
+        validate(obj, "1.30", strict=True)  # raises with the field that is wrong
+        checked.append(name)
+    assert len(checked) >= 8
+    bad = yaml.safe_load((DEPLOY / "kuberay/nightly-cronjob.yaml").read_text())
+    bad["spec"]["backoffLimit"] = 1  # the mistake the first CronJob shipped with
+    with pytest.raises(ValidationError):
+        validate(bad, "1.30", strict=True)
