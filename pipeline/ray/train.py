@@ -218,7 +218,7 @@ def _connect_for(opts: RayOptions) -> None:
     # with two one-CPU workers hangs).
     need = math.ceil(opts.workers * opts.cpus_per_worker)
     connect(opts.address, num_cpus=max(os.cpu_count() or 1, need + 2))
-    check_resources(opts)
+    check_resources(opts, joined=(opts.address or os.environ.get("RAY_ADDRESS") or "local") != "local")
 
 
 def unlearn_on_ray(model: torch.nn.Module, card: dict[str, Any], store: str, forget_ids: list[str],
@@ -317,11 +317,24 @@ def train_on_ray(card: dict[str, Any], store: str, exclude_ids: list[str], train
     return model, summary
 
 
-def check_resources(opts: RayOptions) -> None:
-    """Refuse a run the cluster can never schedule instead of waiting for it forever."""
+def check_resources(opts: RayOptions, joined: bool = False) -> None:
+    """Refuse a run a local Ray can never schedule instead of waiting for it forever.
+
+    A cluster this process joined (`--address`, $RAY_ADDRESS) is not refused: it may
+    autoscale (a CPU-0 head and GPU groups at zero nodes are the usual production shape),
+    and Ray Train waits for the autoscaler to add the nodes. What it has now is logged."""
+    import logging
+
     import ray
 
     total = ray.cluster_resources()
+    if joined:
+        need_gpu = opts.workers * opts.gpus_per_worker if opts.gpu else 0
+        if opts.workers * opts.cpus_per_worker + 1 > total.get("CPU", 0) or need_gpu > total.get("GPU", 0):
+            logging.getLogger("unlearn").warning(
+                "the cluster has %g CPUs and %g GPUs now; %d workers need more: waiting for its autoscaler to add "
+                "nodes", total.get("CPU", 0), total.get("GPU", 0), opts.workers)
+        return
     cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
     if opts.workers * opts.cpus_per_worker + 1 > cpus:
         raise UserError(f"{opts.workers} workers x {opts.cpus_per_worker} CPUs, plus one CPU for Ray Data, exceed the "
