@@ -283,7 +283,7 @@ def _run_stages(home, state, ledger, registry, batch, cfg, ray_opts, log, still_
         train, test = read_store(store)
         keep_test = ~np.isin(test.sample_ids, [s for ids in resolved_doc["test_ids"].values() for s in ids])
         evaluation = evaluate_batch(new, parent_model, train, test.subset(keep_test), resolved, seed=cfg.seed)
-        evaluation["store_snapshot"] = snapshot_id(train.sample_ids)
+        evaluation["store_snapshot"], evaluation["store"] = snapshot_id(train.sample_ids), str(store)
         write_json(work / "evaluation.json", evaluation)
         e, p = evaluation["new"], evaluation["parent"]
         log(f"new: {metrics_line(e)} | parent v{parent}: {metrics_line(p)}")

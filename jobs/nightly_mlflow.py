@@ -37,12 +37,19 @@ def log_run(registry: Registry, bid: str, batch, evaluation, work: Path, outcome
     metrics.update({f"gate_{g['gate']}": g["value"] for g in evaluation.get("gates", [])})
     registry.log(run_id, params, metrics)
     conflict = [tuple(c) for c in summary.get("conflict", [])]
+    times = summary.get("step_times") or None
     if conflict:
-        registry.log_step_metric(run_id, "conflict_cos", conflict)
+        registry.log_step_metric(run_id, "conflict_cos", conflict, times)
+    if summary.get("losses"):
+        registry.log_step_metric(run_id, "loss", list(enumerate(summary["losses"], start=1)), times)
+    if evaluation.get("store"):  # the train table the batch saw (before its purge), by its snapshot id
+        registry.log_dataset(run_id, Path(evaluation["store"]).name, evaluation["store_snapshot"], evaluation["store"],
+                             "train", evaluation["n_forget"] + evaluation["n_retain"])
     with tempfile.TemporaryDirectory() as d:
         plot_batch(evaluation, conflict, Path(d) / "plots")
         write_json(Path(d) / "evaluation.json", evaluation)
-        write_json(Path(d) / "unlearn.json", {k: v for k, v in summary.items() if k != "conflict"})
+        write_json(Path(d) / "unlearn.json", {k: v for k, v in summary.items()
+                                              if k not in ("conflict", "losses", "step_times")})  # curves: metrics
         registry.log_artifacts(run_id, Path(d))
     return run_id
 

@@ -43,7 +43,7 @@ def capture(model, opt, gen: torch.Generator, stream, result, epochs_done: int, 
         "optim_scalars": scalars,
         "stream_pos": stream.pos,
         "result": {"seconds": result.seconds, "sample_grads": result.sample_grads,
-                   "conflict": result.conflict, "losses": result.losses},
+                   "conflict": result.conflict, "losses": result.losses, "step_times": result.step_times},
     }
     return {"tensors": tensors, "meta": meta}
 
@@ -69,6 +69,7 @@ def restore(state: dict[str, Any], model, opt, gen: torch.Generator, stream, res
     r = meta["result"]
     result.seconds, result.sample_grads = r["seconds"], r["sample_grads"]
     result.conflict, result.losses = [tuple(c) for c in r["conflict"]], list(r["losses"])
+    result.step_times = list(r.get("step_times", []))  # absent in states saved before it was kept
     return meta["epochs_done"], meta["step"]
 
 

@@ -63,6 +63,7 @@ class UnlearnResult:
     steps: int
     conflict: list[tuple[int, float]] = field(default_factory=list)  # (step, cos)
     losses: list[float] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)  # wall clock (epoch seconds) at the end of each step
 
     def conflict_share(self) -> float | None:
         """Share of sampled steps whose forget and retain gradients conflict (cos < 0)."""
@@ -212,6 +213,7 @@ def unlearn(model: nn.Module, forget: Batch, retain: Batch, cfg: UnlearnConfig, 
                 stats = unlearn_step(model, method, opt, fb, rb, step / total, hooks.autocast)
                 result.sample_grads += stats["sample_grads"]
                 result.losses.append(stats["loss"])
+                result.step_times.append(time.time())
                 step += 1
                 bar.update()
                 if hooks.on_step:

@@ -172,14 +172,34 @@ class Registry:
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )
 
-    def log_step_metric(self, run_id: str, key: str, values: list[tuple[int, float]]) -> None:
+    def log_step_metric(self, run_id: str, key: str, values: list[tuple[int, float]],
+                        times: list[float] | None = None) -> None:
+        """A curve: (step, value) pairs, each at its own wall-clock time when `times` gives
+        the end of every step (epoch seconds, indexed by step - 1), so MLflow can plot it
+        against steps or time."""
         import time
 
         from mlflow.entities import Metric
 
-        t = int(time.time() * 1000)
+        now = time.time()
+
+        def at(step: int) -> int:
+            return int(1000 * (times[min(max(step - 1, 0), len(times) - 1)] if times else now))
+
         for i in range(0, len(values), 500):
-            self.client.log_batch(run_id, metrics=[Metric(key, float(v), t, int(s)) for s, v in values[i:i + 500]])
+            self.client.log_batch(run_id, metrics=[Metric(key, float(v), at(int(s)), int(s))
+                                                   for s, v in values[i:i + 500]])
+
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str, context: str, rows: int) -> None:
+        """A dataset the run used (MLflow's Datasets panel): `digest` is the store snapshot,
+        so two runs on the same rows show the same dataset."""
+        import json as _json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest[:36], source_type="local" if "://" not in source else "uri",
+                          source=_json.dumps({"uri": source}), profile=_json.dumps({"num_rows": rows}))
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
 
     def log_artifacts(self, run_id: str, directory: Path, path: str | None = None) -> None:
         self.client.log_artifacts(run_id, str(directory), path)

@@ -168,6 +168,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     divergence = collective.max_weight_divergence(model)
     sample_grads = collective.scalar_sum(result.sample_grads, device)
     summary = {**result.summary(), "sample_grads": sample_grads, "conflict": result.conflict,
+               "losses": result.losses, "step_times": result.step_times,  # rank 0's curve, for MLflow
                "weight_divergence": divergence, "workers": world, "resumed": resume is not None,
                "forget_rows": round(rows), "retain_rows": round(collective.scalar_sum(len(yr), device))}
     metrics = {"epoch": cfg.epochs, "final": True, "weight_divergence": divergence}

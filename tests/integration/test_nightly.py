@@ -90,7 +90,12 @@ def test_three_nights_in_a_row_with_lineage(deployment):
     # an MLflow run per night with params, metrics and plots a user can open in the UI
     run = registry.client.get_run(registry.version(first + 3)["run_id"])
     assert run.info.status == "FINISHED" and run.data.params["method"] == "lur"
-    assert {"UA", "RA", "TA", "MIA", "parent_TA", "delta_TA"} <= set(run.data.metrics)
+    assert {"UA", "RA", "TA", "MIA", "parent_TA", "delta_TA", "loss"} <= set(run.data.metrics)
+    curve = registry.client.get_metric_history(run.info.run_id, "loss")  # a real curve: one point per step, in time
+    assert len(curve) > 1 and [m.step for m in curve] == sorted(m.step for m in curve)
+    assert curve[-1].timestamp >= curve[0].timestamp and len({m.timestamp for m in curve}) > 1
+    [used] = run.inputs.dataset_inputs  # the store it read, by the snapshot the version's tags name
+    assert used.dataset.digest == registry.version(first + 3)["tags"]["store_snapshot"][:36]
     arts = {a.path for a in registry.client.list_artifacts(run.info.run_id, "plots")}
     assert {"plots/metrics.png", "plots/per_request.png"} <= arts
     top = {a.path for a in registry.client.list_artifacts(run.info.run_id)}
