@@ -105,12 +105,15 @@ def test_mlflow_loads_and_serves_the_champion_as_a_pyfunc_model(served, monkeypa
     assert model.metadata.get_input_schema().inputs[0].shape == (-1, len(x[0]))
     example = json.loads((Path(mlflow.artifacts.download_artifacts(f"{uri}/input_example.json", dst_path=str(tmp_path)))
                           ).read_text())
-    assert not np.asarray(example["data"]).any()  # synthetic: no one's sample inside a version
+    rows = np.asarray(example.get("inputs", example.get("data")) if isinstance(example, dict) else example)
+    assert rows.shape[1] == len(x[0]) and not rows.any()  # synthetic: no one's sample inside a version
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": registry.uri}
+    # as from an activated environment: MLflow execs `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry.uri,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", uri,
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
