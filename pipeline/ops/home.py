@@ -6,7 +6,7 @@ operators all read this layout).
       datasets/NAME/   the Parquet sample store
       ledger.db        deletion requests, nightly batches, audit events (SQLite default)
       mlflow.db        MLflow tracking + registry (SQLite default)
-      mlartifacts/     MLflow artifacts: weights (safetensors), cards, plots, eval JSON
+      mlartifacts/     MLflow artifacts of a local store (a tracking server keeps its own)
       nightly/BATCH/   one batch's scratch space (unlearned weights before registration)
       ray_results/     Ray Train runs (checkpoints while a run is in flight)
 
