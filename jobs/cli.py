@@ -208,12 +208,29 @@ def deployment():
     return Home.from_env()
 
 
+def progress(args: argparse.Namespace):
+    """Where a command's progress lines go: stdout, or stderr under --json (stdout then
+    holds the one JSON document a script parses)."""
+    if getattr(args, "json", False):
+        return lambda *a: print(*a, file=sys.stderr, flush=True)
+    return print
+
+
+def emit(args: argparse.Namespace, result: dict) -> None:
+    """Under --json, the command's result (the dict it already builds) on stdout."""
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps(result, indent=2, default=str))
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from jobs.init import run_init
     from pipeline.configs import default_config_path
 
     config = Path(args.config) if args.config else default_config_path(args.dataset)
-    run_init(deployment(), args.dataset, ray_options(args), config, check_seed(args.seed))
+    out = run_init(deployment(), args.dataset, ray_options(args), config, check_seed(args.seed), log=progress(args))
+    emit(args, out)
     return 0
 
 
@@ -281,9 +298,10 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     if args.abandon:
         from jobs.nightly import abandon_batch
 
-        abandon_batch(deployment(), cfg)
+        emit(args, abandon_batch(deployment(), cfg, log=progress(args)))
         return 0
-    out = run_nightly(deployment(), cfg, ray_options(args))
+    out = run_nightly(deployment(), cfg, ray_options(args), log=progress(args))
+    emit(args, out)
     if out.get("state") == "failed":
         return EXIT_GATE_FAILED
     return EXIT_UNCONFIRMED if out.get("unconfirmed") else 0
@@ -306,7 +324,10 @@ def _registry():
 def cmd_rollback(args: argparse.Namespace) -> int:
     from jobs.versions import rollback
 
-    rollback(_ledger(), _registry(), args.to, args.force)
+    registry = _registry()
+    before = registry.champion()
+    to = rollback(_ledger(), registry, args.to, args.force, log=progress(args))
+    emit(args, {"from": before, "to": to, "forced": bool(args.force)})
     return 0
 
 
@@ -462,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--config", default=None, help="train/method config YAML (default: the shipped one for the dataset)")
     i.add_argument("--seed", type=int, default=0, help="training seed")
     add_ray_args(i, "training the original model")
+    i.add_argument("--json", action="store_true", help="print the result as JSON on stdout (progress on stderr)")
     i.set_defaults(func=cmd_init)
 
     rq = sub.add_parser("request", help="queue and list deletion requests (the ledger)", formatter_class=fmt,
@@ -505,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--abandon", action="store_true",
                    help="give up the open batch instead of finishing it: before `purged` only; a registered "
                         "version stops being champion (back to its parent) and its requests are pending again")
+    n.add_argument("--json", action="store_true", help="print the night's result as JSON on stdout (progress on stderr)")
     n.set_defaults(func=cmd_nightly)
 
     a = sub.add_parser("audit", help="print a deletion request's audit record", formatter_class=fmt,
@@ -522,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "requests' audit records.")
     rb.add_argument("--to", type=int, default=None, help="version to serve (default: the champion's parent)")
     rb.add_argument("--force", action="store_true", help="allow a version that contains purged data")
+    rb.add_argument("--json", action="store_true", help="print the result as JSON on stdout (progress on stderr)")
     rb.set_defaults(func=cmd_rollback)
 
     sv = sub.add_parser("serve", help="serve the champion on Ray Serve (predictions, deletion intake, hot swap)",

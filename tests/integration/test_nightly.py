@@ -1,6 +1,7 @@
 """The nightly batch on digits against the shared local Ray: three nights in a row, a
 failed gate, rollback and grace-period deletion, and a crash after every stage."""
 
+import json
 import os
 import subprocess
 import sys
@@ -171,9 +172,11 @@ def test_rollback_refuses_versions_with_purged_data_and_grace_deletes_them(deplo
     held_by_v1 = len(contained_purged(registry, ledger, 1))
     assert held_by_v1 >= 1
     capsys.readouterr()
-    assert cli.main(["rollback", "--to", "1", "--force"]) == 0
+    assert cli.main(["rollback", "--to", "1", "--force", "--json"]) == 0
     assert registry.champion() == 1
-    assert "the next night retrains from scratch without them" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"from": champion, "to": 1, "forced": True}  # stdout: the result alone
+    assert "the next night retrains from scratch without them" in err  # progress: stderr
     forced = [e for e in ledger.events() if e["event"] == "served_again_by_forced_rollback"]
     assert len(forced) == held_by_v1  # one per purged request, in its audit trail
     # Requests earlier tests left pending (one that fails the gates alone) are set aside:
@@ -185,8 +188,9 @@ def test_rollback_refuses_versions_with_purged_data_and_grace_deletes_them(deplo
     assert contained_purged(registry, ledger, retrained) == []
     again = {e["request_id"] for e in ledger.events() if e["event"] == "forgotten_again"}
     assert again == {e["request_id"] for e in forced}  # each one's audit trail says so
-    assert cli.main(["nightly"]) == 0 and registry.champion() == retrained  # and only once
-    assert "no pending deletion requests" in capsys.readouterr().out
+    assert cli.main(["nightly", "--json"]) == 0 and registry.champion() == retrained  # and only once
+    out, err = capsys.readouterr()
+    assert json.loads(out)["state"] == "nothing to do" and "no pending deletion requests" in err
     holding = [v["version"] for v in registry.versions() if v["version"] != retrained
                and not v["tags"].get("weights_deleted_at") and contained_purged(registry, ledger, v["version"])]
     assert 1 in holding
