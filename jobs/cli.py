@@ -216,6 +216,14 @@ def progress(args: argparse.Namespace):
     return print
 
 
+def result_only_on_stdout(args: argparse.Namespace):
+    """Under --json, anything a library prints to stdout while the command runs goes to
+    stderr: stdout is the JSON document alone."""
+    import contextlib
+
+    return contextlib.redirect_stdout(sys.stderr) if getattr(args, "json", False) else contextlib.nullcontext()
+
+
 def emit(args: argparse.Namespace, result: dict) -> None:
     """Under --json, the command's result (the dict it already builds) on stdout."""
     if getattr(args, "json", False):
@@ -229,7 +237,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     from pipeline.configs import default_config_path
 
     config = Path(args.config) if args.config else default_config_path(args.dataset)
-    out = run_init(deployment(), args.dataset, ray_options(args), config, check_seed(args.seed), log=progress(args))
+    with result_only_on_stdout(args):
+        out = run_init(deployment(), args.dataset, ray_options(args), config, check_seed(args.seed), log=progress(args))
     emit(args, out)
     return 0
 
@@ -298,9 +307,12 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     if args.abandon:
         from jobs.nightly import abandon_batch
 
-        emit(args, abandon_batch(deployment(), cfg, log=progress(args)))
+        with result_only_on_stdout(args):
+            out = abandon_batch(deployment(), cfg, log=progress(args))
+        emit(args, out)
         return 0
-    out = run_nightly(deployment(), cfg, ray_options(args), log=progress(args))
+    with result_only_on_stdout(args):
+        out = run_nightly(deployment(), cfg, ray_options(args), log=progress(args))
     emit(args, out)
     if out.get("state") == "failed":
         return EXIT_GATE_FAILED
@@ -326,7 +338,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     registry = _registry()
     before = registry.champion()
-    to = rollback(_ledger(), registry, args.to, args.force, log=progress(args))
+    with result_only_on_stdout(args):
+        to = rollback(_ledger(), registry, args.to, args.force, log=progress(args))
     emit(args, {"from": before, "to": to, "forced": bool(args.force)})
     return 0
 
@@ -349,8 +362,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return serve.stop(home)
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port} is not a TCP port")
-    if not args.route_prefix.startswith("/") or any(c in args.route_prefix for c in "?#{} "):
-        raise UserError(f"--route-prefix {args.route_prefix!r}: a URL path starting with '/', e.g. /unlearn")
+    if not args.route_prefix.startswith("/") or any(c in args.route_prefix for c in "?#{} ") or \
+            (len(args.route_prefix) > 1 and args.route_prefix.endswith("/")):
+        raise UserError(f"--route-prefix {args.route_prefix!r}: a URL path starting with '/' and not ending with one, "
+                        f"e.g. /unlearn")
     if args.replicas < 1 or args.max_batch_size < 1 or not 0 < args.poll_s < float("inf") \
             or not 0 < args.target_ongoing < float("inf"):
         raise UserError("--replicas and --max-batch-size must be at least 1, --poll-s and --target-ongoing positive")

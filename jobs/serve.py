@@ -73,13 +73,17 @@ def start_app(home: Home, host: str, port: int, replicas: int, poll_s: float, ma
         raise UserError("no champion model yet: run `unlearn init --dataset NAME` first")
     if not port_free(host, port):
         raise UserError(f"port {port} on {host} is taken: stop what uses it or pass --port")
+    try:
+        args = AppArgs(home=str(home.root), replicas=replicas, poll_s=poll_s, max_batch_size=max_batch_size,
+                       **({k: autoscaling[k] for k in ("min_replicas", "max_replicas", "target_ongoing_requests")}
+                          if autoscaling else {}))
+    except ValueError as e:  # pydantic's ValidationError: one line, as for every user mistake
+        first = e.errors()[0] if hasattr(e, "errors") else {}
+        raise UserError(f"serve: {'.'.join(map(str, first.get('loc', ())))} {first.get('msg', e)}") from None
     check_reachable(address)  # before the token file is created: a mistake changes nothing
     most = autoscaling["max_replicas"] if autoscaling else replicas
     connect(address, num_cpus=max(os.cpu_count() or 1, most + 2))  # a CPU per replica, and some to spare
     serve.start(http_options={"host": host, "port": port})
-    args = AppArgs(home=str(home.root), replicas=replicas, poll_s=poll_s, max_batch_size=max_batch_size,
-                   **({k: autoscaling[k] for k in ("min_replicas", "max_replicas", "target_ongoing_requests")}
-                      if autoscaling else {}))
     serve.run(build(args), name=APP_NAME, route_prefix=route_prefix)
     url = f"http://{host}:{port}{route_prefix.rstrip('/')}"
     deadline = time.monotonic() + 120

@@ -28,8 +28,6 @@ from mlflow.pyfunc import PythonModel
 
 class UnlearnClassifier(PythonModel):
     def load_context(self, context) -> None:
-        import torch
-
         from pipeline.models import load_checkpoint
 
         directory = Path(context.artifacts["checkpoint"])
@@ -40,7 +38,6 @@ class UnlearnClassifier(PythonModel):
         self.model, self.card = load_checkpoint(directory)
         self.model.eval()
         self.shape = tuple(self.card["input_shape"])
-        torch.set_grad_enabled(False)
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         import torch

@@ -121,6 +121,8 @@ class Registry:
         import os
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per local file is noise
+        # ending a run on a server prints "View run ..." links to stdout (where --json writes)
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         # MLflow retries an unreachable server 7 times with backoff (minutes); a wrong URI
         # should fail in seconds. Set these yourself for a flaky network.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -324,5 +326,5 @@ class Registry:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         info = self.version(version)
-        get_artifact_repository(info["source"]).delete_artifacts()
+        get_artifact_repository(info["source"], tracking_uri=self.uri).delete_artifacts()
         self.set_version_tag(version, "weights_deleted_at", when)

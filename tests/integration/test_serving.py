@@ -88,8 +88,8 @@ def test_predictions_match_the_champion_and_name_its_version(served):
 
 def test_mlflow_loads_and_serves_the_champion_as_a_pyfunc_model(served, monkeypatch, tmp_path):
     """MLflow's own tooling opens a registered version: `mlflow.pyfunc.load_model` predicts
-    what `/predict` answers, and `mlflow models serve` answers the same payload on loopback.
-    The model runs the project code shipped with it (code_paths), not the installed one."""
+    what `/predict` answers, and `mlflow models serve` answers the same payload on loopback
+    (a separate process, with the model's own shipped code first on its path)."""
     import socket
 
     import mlflow
