@@ -40,7 +40,8 @@ def test_a_nightly_on_postgresql_and_a_tracking_server_keeps_every_artifact_on_t
     model, card = registry.load(registry.champion())
     _, test = read_store(home.store())
     x = test.features[:8].astype(np.float32)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{registry.name}@champion")
+    pyfunc = mlflow.pyfunc.load_model(mlflow.artifacts.download_artifacts(  # into the test's folder, not /tmp
+        f"models:/{registry.name}@champion", dst_path=str(tmp_path / "m")))
     import torch
     expected = model.eval()(torch.from_numpy(x).reshape(len(x), *card["input_shape"])).argmax(1).tolist()
     assert pyfunc.predict(x).tolist() == expected

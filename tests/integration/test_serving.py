@@ -100,7 +100,8 @@ def test_mlflow_loads_and_serves_the_champion_as_a_pyfunc_model(served, monkeypa
     assert status == 200
     uri = f"models:/{registry.name}@champion"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.uri)
-    model = mlflow.pyfunc.load_model(uri)
+    # downloaded into the test's folder: a copy left in /tmp would outlive the weights' deletion
+    model = mlflow.pyfunc.load_model(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "m")))
     assert model.predict(np.asarray(x, dtype=np.float32)).tolist() == out["predictions"]
     assert model.metadata.get_input_schema().inputs[0].shape == (-1, len(x[0]))
     example = json.loads((Path(mlflow.artifacts.download_artifacts(f"{uri}/input_example.json", dst_path=str(tmp_path)))
