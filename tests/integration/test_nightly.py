@@ -188,6 +188,7 @@ def test_rollback_refuses_versions_with_purged_data_and_grace_deletes_them(deplo
     assert contained_purged(registry, ledger, retrained) == []
     again = {e["request_id"] for e in ledger.events() if e["event"] == "forgotten_again"}
     assert again == {e["request_id"] for e in forced}  # each one's audit trail says so
+    capsys.readouterr()  # the retrain night's lines
     assert cli.main(["nightly", "--json"]) == 0 and registry.champion() == retrained  # and only once
     out, err = capsys.readouterr()
     assert json.loads(out)["state"] == "nothing to do" and "no pending deletion requests" in err
